@@ -1,0 +1,100 @@
+"""The ``shardflow`` command: a click group whose commands load lazily.
+
+Each command lives in its own module under :mod:`shardflow.cli` and is imported only
+when it runs (or when its help is shown), so ``shardflow --help`` and shell completion
+never import pyarrow, boto3 or pydantic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name → (module, attribute, one-line help). Help is here so `--help` imports nothing.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("shardflow.cli.run", "run", "Submit a job and drive it to the end."),
+    "submit": (
+        "shardflow.cli.run",
+        "submit",
+        "Submit a job (split, register, dispatch) and return.",
+    ),
+    "status": ("shardflow.cli.status", "status", "Show a job's progress, or list recent jobs."),
+    "jobs": ("shardflow.cli.status", "jobs", "List recent jobs with their state."),
+    "validate": (
+        "shardflow.cli.config_cmds",
+        "validate",
+        "Check a job file; report every problem.",
+    ),
+    "schema": ("shardflow.cli.config_cmds", "schema", "Print the job config's JSON Schema."),
+    "config": (
+        "shardflow.cli.config_cmds",
+        "config",
+        "Show the effective config and each value's origin.",
+    ),
+    "init": (
+        "shardflow.cli.config_cmds",
+        "init",
+        "Write a commented job.yaml and a handler template.",
+    ),
+    "pause": ("shardflow.cli.control", "pause", "Stop new leases and token issuance for a job."),
+    "resume": ("shardflow.cli.control", "resume", "Resume a paused job."),
+    "retry": ("shardflow.cli.control", "retry", "Re-drive a job's failed tasks."),
+    "cancel": (
+        "shardflow.cli.control",
+        "cancel",
+        "Cancel a job: stop its slots, keep what finished.",
+    ),
+    "purge": ("shardflow.cli.control", "purge", "Delete a job's objects and state."),
+    "recover": (
+        "shardflow.cli.control",
+        "recover",
+        "Re-drive a stuck job and report what was done.",
+    ),
+    "logs": ("shardflow.cli.status", "logs", "Show a job's or a task's worker log."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module = importlib.import_module(spec[0])
+        command = getattr(module, spec[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shardflow")
+def cli() -> None:
+    """shardflow runs one Python function over millions of records, durably.
+
+    \b
+    Example:
+      shardflow run examples/quickstart/job.yaml
+      shardflow status            # recent jobs
+    """
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="shardflow", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

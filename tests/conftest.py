@@ -1,0 +1,1 @@
+"""Shared fixtures. Port-specific server fixtures live in tests/plugins/."""
