@@ -11,6 +11,7 @@ from shardflow.errors import (
     ShardflowError,
     TransientError,
 )
+from shardflow.worker.handler import batch_handler
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "ShardflowError",
     "TransientError",
     "__version__",
+    "batch_handler",
 ]

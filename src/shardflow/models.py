@@ -170,6 +170,7 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float = 0.0
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

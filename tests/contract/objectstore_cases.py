@@ -44,6 +44,9 @@ class StoreCase:
     id: str
     make: Callable[[Path, pytest.FixtureRequest], StoreHarness]
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    # what the adapter can do beyond the shared contract; tests marked
+    # ``@pytest.mark.requires(...)`` run only on cases that have it (tests/contract/conftest.py)
+    capabilities: frozenset[str] = frozenset()
 
 
 def _local(tmp_path: Path, request: pytest.FixtureRequest) -> StoreHarness:
@@ -64,7 +67,7 @@ def _memory(tmp_path: Path, request: pytest.FixtureRequest) -> StoreHarness:
 
 
 STORE_CASES: list[StoreCase] = [
-    StoreCase("local", _local),
+    StoreCase("local", _local, capabilities=frozenset({"shared"})),
     StoreCase("memory", _memory),
 ]
 

@@ -56,9 +56,10 @@ Factory = Callable[[Path, pytest.FixtureRequest, int], QueueHarness]
 class QueueCase:
     id: str
     make: Factory
-    # Delivers the oldest visible message first (SQS standard queues do not promise it).
-    ordered: bool = True
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    # "shared" (reachable from other processes), "fake_clock" (time is injected),
+    # "ordered"; tests marked ``@pytest.mark.requires(...)`` run only where they hold
+    capabilities: frozenset[str] = frozenset()
 
 
 def _queue_name() -> str:
@@ -81,8 +82,8 @@ def _memory(tmp_path: Path, request: pytest.FixtureRequest, max_receives: int) -
 
 
 QUEUE_CASES: list[QueueCase] = [
-    QueueCase("sqlite", _sqlite),
-    QueueCase("memory", _memory),
+    QueueCase("sqlite", _sqlite, capabilities=frozenset({"shared", "fake_clock", "ordered"})),
+    QueueCase("memory", _memory, capabilities=frozenset({"fake_clock", "ordered"})),
 ]
 
 

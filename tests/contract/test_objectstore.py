@@ -266,9 +266,9 @@ def test_50_mb_file_streams_without_loading_into_memory(
         assert get_peak < harness.max_stream_memory
 
 
+@pytest.mark.requires("shared")
 def test_concurrent_create_only_puts_have_one_whole_winner(harness: StoreHarness) -> None:
-    if harness.opener is None:
-        pytest.skip("this adapter is not shared between processes")
+    assert harness.opener is not None
     writers, key = 8, "jobs/j1/results/t-race.done"
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(writers, timeout=60), ctx.Queue()

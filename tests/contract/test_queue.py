@@ -41,8 +41,7 @@ def q(harness: QueueHarness) -> Queue:
 
 
 def fake_clock(harness: QueueHarness) -> FakeClock:
-    if harness.clock is None:
-        pytest.skip("this adapter runs on real time")
+    assert harness.clock is not None, "mark the test @pytest.mark.requires('fake_clock')"
     return harness.clock
 
 
@@ -85,6 +84,7 @@ def test_empty_queue_receives_nothing(q: Queue) -> None:
     assert q.receive(max_messages=10) == []
 
 
+@pytest.mark.requires("fake_clock")
 def test_delay_hides_message_until_due(harness: QueueHarness) -> None:
     clock, q = fake_clock(harness), harness.queue
     q.send("later", delay_seconds=30)
@@ -95,6 +95,7 @@ def test_delay_hides_message_until_due(harness: QueueHarness) -> None:
     assert receive_one(q).body == "later"
 
 
+@pytest.mark.requires("fake_clock")
 def test_visibility_timeout_expiry_redelivers_under_new_receipt(harness: QueueHarness) -> None:
     clock, q = fake_clock(harness), harness.queue
     q.send("task")
@@ -108,6 +109,7 @@ def test_visibility_timeout_expiry_redelivers_under_new_receipt(harness: QueueHa
     assert second.receipt != first.receipt
 
 
+@pytest.mark.requires("fake_clock")
 def test_extend_keeps_message_hidden(harness: QueueHarness) -> None:
     clock, q = fake_clock(harness), harness.queue
     q.send("task")
@@ -193,9 +195,8 @@ def test_purge_removes_messages_and_dead_letters(
     assert q.receive() == []
 
 
-def test_delivers_oldest_visible_first(case: QueueCase, harness: QueueHarness) -> None:
-    if not case.ordered:
-        pytest.skip("this adapter does not promise order")
+@pytest.mark.requires("fake_clock", "ordered")
+def test_delivers_oldest_visible_first(harness: QueueHarness) -> None:
     clock, q = fake_clock(harness), harness.queue
     q.send("d", delay_seconds=5)
     q.send_many(["a", "b", "c"])
@@ -256,11 +257,11 @@ def test_long_poll_on_empty_queue_waits_then_returns_nothing(q: Queue) -> None:
     assert time.monotonic() - started >= 0.2
 
 
+@pytest.mark.requires("shared")
 def test_processes_consume_each_message_exactly_once(
     harness: QueueHarness, request: pytest.FixtureRequest
 ) -> None:
-    if harness.opener is None:
-        pytest.skip("this adapter is not shared between processes")
+    assert harness.opener is not None
     workers, total = 4, 400
     producer = harness.opener()  # real time, like the consumers
     # The Queue protocol has no close(); adapters holding a connection do.

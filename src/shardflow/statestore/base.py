@@ -194,8 +194,13 @@ def commit_task(
     items_failed: int,
     items_rejected: int,
     rows: int,
+    metrics: Mapping[str, float] | None = None,
+    metric_counters: Mapping[str, int] | None = None,
 ) -> Task:
-    """LEASED → SUCCEEDED naming the marker's attempt, fenced on the holder's version."""
+    """LEASED → SUCCEEDED naming the marker's attempt, fenced on the holder's version.
+
+    ``metrics`` are stored on the task; ``metric_counters`` are added to the job's
+    counters in the same atomic write."""
     return transition_task(
         store,
         task,
@@ -206,7 +211,9 @@ def commit_task(
             "items.failed": items_failed,
             "items.rejected": items_rejected,
             "rows": rows,
+            **(metric_counters or {}),
         },
+        metrics=dict(metrics or {}),
         result_attempt=result_attempt,
         items_total=items_total,
         items_succeeded=items_succeeded,

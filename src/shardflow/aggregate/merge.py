@@ -1,0 +1,102 @@
+"""Merging Parquet files into one with bounded memory, verifying checksums on the way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from shardflow.errors import ChecksumMismatchError
+from shardflow.manifests import sha256_file
+from shardflow.objectstore.base import ObjectStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    key: str
+    sha256: str | None
+
+
+def fetch(store: ObjectStore, item: Input, scratch: Path, name: str) -> Path:
+    """A local file with the object's verified bytes (no copy for a local store)."""
+    local = store.local_path(item.key)
+    if local is not None:
+        if item.sha256 is not None:
+            actual = sha256_file(local)
+            if actual != item.sha256:
+                raise ChecksumMismatchError(
+                    f"{item.key}: sha256 {actual} does not match the marker's {item.sha256}"
+                )
+        return local
+    dest = scratch / name
+    store.get_file(item.key, dest, expected_sha256=item.sha256)
+    return dest
+
+
+def unified_schema(
+    paths: Sequence[Path], key_column: str | None, declared: Mapping[str, str] | None = None
+) -> pa.Schema:
+    """One schema for all inputs: the declared one, else the inputs' schemas unified
+    (types promoted, never a column dropped), key column first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(p) for p in paths]
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+    if declared:
+        fields = []
+        for f in schema:
+            t = declared.get(f.name)
+            fields.append(pa.field(f.name, arrow_type(t)) if t else f)
+        schema = pa.schema(fields)
+    if key_column is not None and key_column in schema.names:
+        idx = schema.get_field_index(key_column)
+        field = schema.field(idx)
+        schema = pa.schema([field] + [f for f in schema if f.name != key_column])
+    return schema
+
+
+def arrow_type(name: str) -> pa.DataType:
+    """The Arrow type named by a config alias such as ``int64`` or ``timestamp[us]``."""
+    import pyarrow as pa
+
+    return cast(Any, pa).type_for_alias(name)  # type: ignore[no-any-return]
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        idx = batch.schema.get_field_index(field.name)
+        if idx < 0:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+        else:
+            col = batch.column(idx)
+            columns.append(col if col.type == field.type else col.cast(field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def merge_files(
+    paths: Sequence[Path],
+    dest: Path,
+    schema: pa.Schema,
+    *,
+    compression: str = "zstd",
+    batch_rows: int = 65536,
+) -> int:
+    """Stream ``paths`` in order into ``dest``; return the row count."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    with pq.ParquetWriter(dest, schema, compression=cast(Any, compression)) as writer:
+        for path in paths:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    writer.write_batch(conform(batch, schema))
+                    rows += batch.num_rows
+    return rows

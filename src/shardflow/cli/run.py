@@ -1,0 +1,181 @@
+"""`shardflow run` and `shardflow submit`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from shardflow.cli.common import fail, job_summary, load_config_or_exit
+from shardflow.errors import InputError, ShardflowError, UsageError
+
+job_file_arg = click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key by dotted path.",
+)
+job_id_option = click.option("--job-id", default=None, help="Job id; the same id resumes that job.")
+
+
+def _prepare(job_file: Path, sets: Sequence[str]) -> tuple[Any, Any]:
+    from shardflow.backends import local_workspace
+    from shardflow.coordinator.drive import open_services
+    from shardflow.observability.logging import configure_logging
+
+    loaded = load_config_or_exit(job_file, sets)
+    configure_logging(loaded.config.logging.level)
+    workspace = local_workspace(loaded.config.backends.state, Path(".shardflow"))
+    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        svc = open_services(loaded.config, workspace)
+    except ShardflowError as exc:
+        fail(str(exc))
+    return loaded, svc
+
+
+def _submit(loaded: Any, svc: Any, job_id: str | None) -> Any:
+    from shardflow.coordinator.submit import submit_job
+
+    try:
+        return submit_job(
+            loaded,
+            job_id=job_id,
+            state=svc.state,
+            store=svc.store,
+            queue_for=svc.queue,
+            workspace=svc.workspace,
+        )
+    except (UsageError, InputError) as exc:
+        fail(str(exc))
+
+
+@click.command()
+@job_file_arg
+@set_option
+@job_id_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+def run(job_file: Path, sets: tuple[str, ...], job_id: str | None, as_json: bool) -> None:
+    """Submit JOB_FILE and drive the job to the end; print where the output is.
+
+    \b
+    Example:
+      shardflow run examples/quickstart/job.yaml
+      shardflow run job.yaml --set resources.slots=8 --job-id nightly-0425
+    Exit codes: 0 succeeded, 1 failed (failures above the tolerated threshold),
+    2 usage or config error, 130 interrupted (run again with the same --job-id to resume).
+    """
+    from shardflow.cli.progress import ProgressView
+    from shardflow.coordinator.drive import drive
+
+    loaded, svc = _prepare(job_file, sets)
+    submission = _submit(loaded, svc, job_id)
+    job_id = submission.job.job_id
+    click.echo(f"job {job_id}: {submission.job.total_tasks} tasks", err=True)
+    view = ProgressView()
+    try:
+        job = drive(svc, job_id, on_progress=view)
+    except KeyboardInterrupt:
+        view.close()
+        click.echo(
+            f"interrupted; resume with: shardflow run {job_file} --job-id {job_id}", err=True
+        )
+        sys.exit(130)
+    finally:
+        view.close()
+    summary = job_summary(svc.state, job)
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+    else:
+        _print_result(summary)
+    sys.exit(0 if job.status.value == "SUCCEEDED" else 1)
+
+
+def _print_result(s: dict[str, Any]) -> None:
+    items = s["items"]
+    click.echo(
+        f"job {s['job_id']} {s['status']}: {s['rows']} rows from {items['succeeded']} items; "
+        f"{items['failed']} failed, {items['rejected']} rejected, in {s['elapsed_seconds']:.1f}s"
+    )
+    if s["output_uri"]:
+        click.echo(f"output: {s['output_uri']}")
+    if s["message"]:
+        click.echo(f"note: {s['message']}")
+
+
+@click.command()
+@job_file_arg
+@set_option
+@job_id_option
+@click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def submit(
+    job_file: Path, sets: tuple[str, ...], job_id: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Validate JOB_FILE, split the input, register and dispatch tasks, and return.
+
+    \b
+    Example:
+      shardflow submit job.yaml --dry-run     # the plan, nothing written
+      shardflow submit job.yaml --job-id enrich-0425
+    With the local executor nothing runs until `shardflow run` (same --job-id) drives it;
+    on Slurm the arrays and their reconcile chain run on their own.
+    """
+    if dry_run:
+        _dry_run(job_file, sets, as_json)
+        return
+    loaded, svc = _prepare(job_file, sets)
+    submission = _submit(loaded, svc, job_id)
+    job = submission.job
+    if loaded.config.backends.executor == "slurm":
+        from shardflow.coordinator.drive import start_group
+
+        groups = svc.state.list_task_groups(job.job_id)
+        if not groups:
+            start_group(svc, job, 1, job.total_tasks)
+    summary = job_summary(svc.state, job)
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+    else:
+        click.echo(
+            f"submitted job {job.job_id}: {job.total_tasks} tasks, {job.total_items} items "
+            f"({'new' if submission.created else 'resumed'})"
+        )
+        click.echo(f"follow it with: shardflow status {job.job_id}")
+
+
+def _dry_run(job_file: Path, sets: Sequence[str], as_json: bool) -> None:
+    from shardflow.coordinator.specs import slot_count, split_spec
+    from shardflow.split.plan import plan_summary
+
+    loaded = load_config_or_exit(job_file, sets)
+    cfg = loaded.config
+    try:
+        summary = plan_summary(split_spec(cfg))
+    except ShardflowError as exc:
+        fail(str(exc))
+    tasks = int(summary.get("batches", 0))
+    plan = {
+        "name": cfg.name,
+        "handler": cfg.handler,
+        "inputs": summary.get("inputs"),
+        "plan": summary,
+        "tasks": tasks,
+        "slots": slot_count(cfg, max(tasks, 1)),
+        "backends": cfg.backends.model_dump(mode="json"),
+        "sample_task": summary.get("sample_batch"),
+    }
+    if cfg.backends.executor == "slurm":
+        from shardflow.executors.slurm import dry_run_script
+
+        plan["sbatch_script"] = dry_run_script(cfg, Path(".shardflow").resolve())
+    if as_json:
+        click.echo(orjson.dumps(plan, default=str).decode())
+        return
+    click.echo(orjson.dumps(plan, default=str, option=orjson.OPT_INDENT_2).decode())

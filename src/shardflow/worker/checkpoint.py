@@ -1,0 +1,187 @@
+"""Per-item progress of one task on node-local scratch, so a preempted task resumes.
+
+Layout under ``{scratch}/{job}/{task}/a{attempt}/``: ``checkpoint.db`` (SQLite,
+``synchronous=FULL``) records each saved chunk, the last item ordinal it covers and the
+item counts; result rows of each chunk are an immutable Arrow IPC file ``part-NNNNNN.arrow``
+written and fsynced *before* the chunk's row commits; failure records live in the db.
+
+Every attempt works in its own directory: a new attempt adopts the newest earlier
+attempt's checkpoint by taking a consistent snapshot (SQLite backup API, hard links to
+the parts it names), so a stale worker still writing into its own directory cannot
+corrupt the new one. A part file that no committed row names is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    seq INTEGER PRIMARY KEY, last_ordinal INTEGER NOT NULL, part TEXT,
+    rows INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL,
+    rejected INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (seq INTEGER NOT NULL, body TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    last_ordinal: int = -1
+    rows: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    chunks: int = 0
+
+
+class Checkpoint:
+    """The checkpoint of one attempt; see the module docstring for the guarantees."""
+
+    def __init__(self, task_dir: Path, attempt: int) -> None:
+        self.task_dir = task_dir
+        self.dir = task_dir / f"a{attempt:04d}"
+        fresh = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self._adopt_previous(attempt)
+        self._db = sqlite3.connect(self.dir / "checkpoint.db", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=DELETE")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self.progress = self._load_progress()
+
+    def _adopt_previous(self, attempt: int) -> None:
+        earlier = sorted(
+            (p for p in self.task_dir.glob("a[0-9][0-9][0-9][0-9]") if p.name < f"a{attempt:04d}"),
+            reverse=True,
+        )
+        for prev in earlier:
+            db_path = prev / "checkpoint.db"
+            if not db_path.exists():
+                continue
+            try:
+                src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+                dst = sqlite3.connect(self.dir / "checkpoint.db")
+                with dst:
+                    src.backup(dst)
+                parts = [
+                    r[0] for r in dst.execute("SELECT part FROM chunks WHERE part IS NOT NULL")
+                ]
+                src.close()
+                dst.close()
+                for part in parts:
+                    os.link(prev / part, self.dir / part)
+                return
+            except (sqlite3.DatabaseError, OSError):
+                # an unreadable earlier checkpoint is skipped: the task restarts from an
+                # older one, or from the start, which is slower but still correct
+                for leftover in self.dir.iterdir():
+                    leftover.unlink()
+                continue
+
+    def _load_progress(self) -> Progress:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(last_ordinal), -1), COALESCE(SUM(rows), 0),"
+            " COALESCE(SUM(succeeded), 0), COALESCE(SUM(failed), 0),"
+            " COALESCE(SUM(rejected), 0), COUNT(*) FROM chunks"
+        ).fetchone()
+        return Progress(*(int(v) for v in row))
+
+    def save(
+        self,
+        *,
+        last_ordinal: int,
+        rows: list[dict[str, Any]],
+        failures: Sequence[dict[str, Any]],
+        succeeded: int,
+        failed: int,
+        rejected: int,
+    ) -> None:
+        """Durably record one chunk: its result rows, failures and counts."""
+        seq = self.progress.chunks
+        part: str | None = None
+        if rows:
+            part = f"part-{seq:06d}.arrow"
+            write_part(self.dir / part, rows)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, last_ordinal, part, len(rows), succeeded, failed, rejected),
+            )
+            self._db.executemany(
+                "INSERT INTO failures VALUES (?, ?)",
+                [(seq, orjson.dumps(f).decode()) for f in failures],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        p = self.progress
+        self.progress = Progress(
+            last_ordinal,
+            p.rows + len(rows),
+            p.succeeded + succeeded,
+            p.failed + failed,
+            p.rejected + rejected,
+            seq + 1,
+        )
+
+    def part_paths(self) -> list[Path]:
+        return [
+            self.dir / r[0]
+            for r in self._db.execute("SELECT part FROM chunks WHERE part IS NOT NULL ORDER BY seq")
+        ]
+
+    def failure_records(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(r[0])
+            for r in self._db.execute("SELECT body FROM failures ORDER BY seq, rowid")
+        ]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def discard_task(self) -> None:
+        """Remove every attempt's checkpoint of this task (after its commit)."""
+        self.close()
+        shutil.rmtree(self.task_dir, ignore_errors=True)
+
+
+def write_part(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows)
+    tmp = path.with_suffix(".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_parts(paths: Sequence[Path]) -> pa.Table | None:
+    """Concatenate part files, unifying schemas that drifted between chunks."""
+    import pyarrow as pa
+
+    tables = []
+    for path in paths:
+        with pa.OSFile(str(path), "rb") as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")

@@ -1,0 +1,143 @@
+"""Running the handler over items: isolation, in-place retries, failure and reject records.
+
+An item's exception never fails its batch: transient errors are retried in place up to
+``retry.item_attempts`` times, and every other outcome becomes a failure record with its
+class, exception type, message and a traceback excerpt.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from shardflow.coordinator.retry import RetryPolicy
+from shardflow.errors import ClassRule, classify
+from shardflow.models import Batch, ErrorClass
+from shardflow.worker.context import TaskContext
+from shardflow.worker.handler import LoadedHandler, Output
+
+
+class Chunk:
+    """Rows, failure records and counts gathered since the last checkpoint."""
+
+    __slots__ = ("failed", "failures", "rejected", "rows", "succeeded")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.succeeded = 0
+        self.failed = 0
+        self.rejected = 0
+
+
+class ItemRunner:
+    def __init__(
+        self,
+        *,
+        handler: LoadedHandler,
+        policy: RetryPolicy,
+        rules: tuple[ClassRule, ...],
+        key_column: str,
+        task_id: str,
+        attempt: int,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.handler = handler
+        self.policy = policy
+        self.rules = rules
+        self.key_column = key_column
+        self.task_id = task_id
+        self.attempt = attempt
+        self.sleep = sleep
+
+    def run_item(
+        self,
+        chunk: Chunk,
+        batch: Batch,
+        line: int,
+        key: str,
+        value: dict[str, Any],
+        ctx: TaskContext,
+    ) -> None:
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                out = self.handler.run_one(value, ctx)
+            except Exception as exc:
+                cls = classify(exc, self.rules)
+                if self.policy.should_retry_item(cls, tries):
+                    self.sleep(min(1.0, 0.05 * 2**tries))
+                    continue
+                chunk.failures.append(self.failure_record(batch, line, key, exc, cls))
+                chunk.failed += 1
+                return
+            self.add_output(chunk, key, out)
+            return
+
+    def run_pending(
+        self,
+        chunk: Chunk,
+        batch: Batch,
+        pending: list[tuple[int, int, str, dict[str, Any]]],
+        ctx: TaskContext,
+    ) -> None:
+        if not pending:
+            return
+        try:
+            outs = self.handler.run_batch([p[3] for p in pending], ctx)
+        except Exception:
+            # isolate the failing item: re-run the chunk one record at a time
+            for _, line, key, value in pending:
+                self.run_item(chunk, batch, line, key, value, ctx)
+        else:
+            for (_, _, key, _), out in zip(pending, outs, strict=True):
+                self.add_output(chunk, key, out)
+        pending.clear()
+
+    def add_output(self, chunk: Chunk, key: str, out: Output) -> None:
+        kc = self.key_column
+        if isinstance(out, dict):
+            row = dict(out)
+            row[kc] = key
+            chunk.rows.append(row)
+        elif out:
+            for item in out:
+                row = dict(item)
+                row[kc] = key
+                chunk.rows.append(row)
+        chunk.succeeded += 1
+
+    def failure_record(
+        self, batch: Batch, line: int, key: str, exc: BaseException, cls: ErrorClass
+    ) -> dict[str, Any]:
+        tb = "".join(traceback.format_exception(exc)[-3:])
+        return {
+            "key": key,
+            "kind": "failed",
+            "error_class": cls.value,
+            "exception": type(exc).__qualname__,
+            "message": str(exc)[:1000],
+            "traceback": tb[-2000:],
+            "attempt": self.attempt,
+            "task_id": self.task_id,
+            "source": batch.source,
+            "line": line,
+        }
+
+    def reject_record(
+        self, batch: Batch, line: int, reason: str, raw: str | None
+    ) -> dict[str, Any]:
+        return {
+            "key": None,
+            "kind": "rejected",
+            "error_class": "rejected",
+            "exception": None,
+            "message": reason if raw is None else f"{reason}: {raw[:200]}",
+            "traceback": None,
+            "attempt": self.attempt,
+            "task_id": self.task_id,
+            "source": batch.source,
+            "line": line,
+        }

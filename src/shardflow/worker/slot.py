@@ -1,0 +1,165 @@
+"""A worker slot's loop: pull task ids, lease, run, until there is nothing left to do."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from shardflow.backends import (
+    AwsOptions,
+    open_object_store,
+    open_queue,
+    open_state_store,
+    queue_url,
+)
+from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError
+from shardflow.layout import Layout, LocalPaths, validate_id
+from shardflow.models import Job
+from shardflow.observability.logging import configure_logging, set_log_fields
+from shardflow.statestore.base import lease_task
+from shardflow.worker.handler import load_handler
+from shardflow.worker.task import TaskAttempt, WorkerEnv
+
+log = logging.getLogger("shardflow.worker")
+
+
+@dataclass
+class SlotOptions:
+    state_url: str
+    job_id: str
+    workspace: Path
+    slot: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    idle_timeout: float = 10.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], float] = time.time
+
+
+def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
+    from shardflow.config import config_from_snapshot
+    from shardflow.coordinator import specs
+
+    snapshot = job.config
+    cfg = config_from_snapshot(snapshot["config"])
+    aws = specs.aws_options(cfg)
+    if options.endpoint_url:
+        aws = AwsOptions(options.endpoint_url, options.region or aws.region, aws.kms_key_id)
+    state = open_state_store(options.state_url, aws)
+    scratch = Path(cfg.worker.scratch) if cfg.worker.scratch else options.workspace / "scratch"
+    return WorkerEnv(
+        job=job,
+        spec=specs.split_spec(cfg),
+        state=state,
+        store=open_object_store(cfg.backends.storage, aws),
+        queue=open_queue(
+            queue_url(cfg.backends.state, cfg.backends.queue),
+            job.job_id,
+            aws=aws,
+        ),
+        layout=Layout(job.job_id),
+        paths=LocalPaths(options.workspace, scratch),
+        slot=options.slot,
+        handler=load_handler(cfg.handler, Path(snapshot["base_dir"])),
+        policy=specs.retry_policy(cfg),
+        rules=specs.class_rules(cfg),
+        key_column=cfg.output.key_column,
+        lease_ttl=float(cfg.worker.lease_ttl),
+        heartbeat=specs.heartbeat_interval(cfg),
+        checkpoint_every=cfg.worker.checkpoint_every,
+        checkpoint_interval=float(cfg.worker.checkpoint_interval),
+        log_level=cfg.logging.level,
+        output_compression=cfg.output.compression,
+        stop=options.stop,
+        clock=options.clock,
+    )
+
+
+def run_slot(options: SlotOptions) -> int:
+    """Run the slot loop; 0 when it ended normally (queue empty, stop, pause), 2 on bad use."""
+    configure_logging("INFO", json=True)
+    set_log_fields(job_id=options.job_id, slot=options.slot)
+    try:
+        validate_id(options.job_id, "job id")
+        state = open_state_store(
+            options.state_url, AwsOptions(options.endpoint_url, options.region)
+        )
+        job = state.get_job(options.job_id)
+        if job is None:
+            raise NotFoundError(f"job {options.job_id} not found in {options.state_url}")
+        env = build_env(options, job)
+    except ShardflowError as exc:
+        log.error("worker cannot start: %s", exc)
+        return 2
+    logging.getLogger().setLevel(env.log_level)
+    import pyarrow  # noqa: F401  (loaded once per slot, not inside the first task's timing)
+
+    setup = env.handler.setup
+    if setup is not None:
+        setup(None)
+    try:
+        return _loop(env, options)
+    finally:
+        teardown = env.handler.teardown
+        if teardown is not None:
+            teardown(None)
+        env.limiter.close()
+
+
+def _loop(env: WorkerEnv, options: SlotOptions) -> int:
+    idle_since = options.clock()
+    job_checked = 0.0
+    while not options.stop.is_set():
+        now = options.clock()
+        if now - job_checked > 2.0:
+            job = env.state.get_job(env.job.job_id)
+            job_checked = now
+            if job is None or job.status.is_final or job.cancel_requested:
+                log.info("job is %s: slot exits", "gone" if job is None else job.status)
+                return 0
+            if job.paused:
+                log.info("job is paused: slot exits")
+                return 0
+        messages = env.queue.receive(
+            max_messages=1, visibility_timeout=env.lease_ttl, wait_seconds=0.5
+        )
+        if not messages:
+            depth = env.queue.depth()
+            if depth.total == 0 or options.clock() - idle_since > options.idle_timeout:
+                return 0
+            continue
+        message = messages[0]
+        try:
+            body = orjson.loads(message.body)
+            task_id = validate_id(str(body["task_id"]), "task id")
+            if body.get("job_id") != env.job.job_id:
+                raise InvalidIdError(f"message for another job: {body.get('job_id')!r}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidIdError) as exc:
+            log.error("dropping a malformed queue message: %s", exc)
+            env.queue.delete(message.receipt)
+            continue
+        task = lease_task(
+            env.state,
+            env.job.job_id,
+            task_id,
+            owner=options.slot,
+            ttl=env.lease_ttl,
+            now=options.clock(),
+        )
+        if task is None:
+            # final, held by a live lease, or waiting for its backoff: this delivery is
+            # a duplicate (reconcile re-sends messages for expired leases and due retries)
+            env.queue.delete(message.receipt)
+            continue
+        outcome = TaskAttempt(env, task, message.receipt).run()
+        log.info("task %s: %s", task_id, outcome)
+        idle_since = options.clock()
+        if outcome == "released":
+            return 0
+    return 0
