@@ -1,5 +1,5 @@
-"""Loading a job config: YAML 1.2 with line numbers, layers, ``extends:``, and errors that
-point at the line to fix.
+"""Loading a job config: layers, ``extends:``, validation, and errors that point at the
+line to fix.
 
 Layers, lowest first: the models' defaults < the user config
 (``$XDG_CONFIG_HOME/shardflow/config.yaml``; only backends, resources, slurm, logging and
@@ -9,8 +9,10 @@ the one-of ``batching`` section are replaced whole by a higher layer.
 
 Every problem found (YAML, schema, cross-field) is collected and raised at once as a
 :class:`~shardflow.errors.ConfigError` whose problems carry file, line and column (1-based).
-The YAML reader refuses tags, more than :data:`MAX_ALIASES` aliases, documents that expand
-to more than :data:`MAX_NODES` nodes, and files over :data:`MAX_FILE_BYTES`.
+Files are read by :mod:`shardflow.configyaml`, which refuses tags, more than
+:data:`MAX_ALIASES` aliases, documents that expand to more than :data:`MAX_NODES` nodes,
+and files over :data:`MAX_FILE_BYTES`; the schema is :class:`JobConfig`
+(:mod:`shardflow.configmodels`).
 """
 
 from __future__ import annotations
@@ -19,21 +21,27 @@ import difflib
 import os
 import types
 import typing
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError, YAMLWarning
-from ruamel.yaml.events import AliasEvent, DocumentStartEvent
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.reader import ReaderError
 
-from shardflow.configtypes import JobConfig
+from shardflow.configmodels import JobConfig
+from shardflow.configyaml import (
+    MAX_ALIASES,
+    MAX_FILE_BYTES,
+    MAX_NODES,
+    KeyPath,
+    Layer,
+    Source,
+    dotted,
+    merge_layers,
+    parse_value,
+    read_file,
+)
 from shardflow.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -51,14 +59,9 @@ __all__ = [
     "user_config_path",
 ]
 
-MAX_FILE_BYTES = 1024 * 1024
-MAX_ALIASES = 100
-MAX_NODES = 10_000
 USER_SECTIONS = ("backends", "resources", "slurm", "logging", "worker")
-_REPLACED = frozenset({("batching",)})  # one-of sections: merging two choices would be wrong
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-KeyPath = tuple[str | int, ...]
+# one-of sections: merging two choices (records from one layer, bytes from another) would be wrong
+_REPLACED: frozenset[KeyPath] = frozenset({("batching",)})
 
 
 @dataclass(frozen=True)
@@ -75,241 +78,12 @@ class LoadedConfig:
     origins: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class _Source:
-    file: str
-    line: int | None
-    column: int | None
-    origin: str
-
-
-@dataclass
-class _Layer:
-    """Plain data plus the source of every value node and every mapping key in it."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-    values: dict[KeyPath, _Source] = field(default_factory=dict)
-    keys: dict[KeyPath, _Source] = field(default_factory=dict)
-
-
-def dotted(path: KeyPath) -> str:
-    """``("retry", "rules", 0, "class")`` → ``retry.rules[0].class``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-# --- YAML ------------------------------------------------------------------------------
-
-
-def _tag(node: Node) -> str:
-    tag = node.tag
-    return str(getattr(tag, "value", tag))  # a Tag object in some ruamel versions
-
-
-def _scalar(text: str, tag: str) -> Any:
-    """A composed YAML 1.2 (core schema) scalar as Python, from its resolved tag."""
-    kind = tag.rpartition(":")[2]
-    clean = text.replace("_", "")
-    try:
-        if kind == "null":
-            return None
-        if kind == "bool":
-            return text.lower() == "true"
-        if kind == "int":
-            return int(clean, 0) if clean.lower().startswith(("0x", "0o", "0b")) else int(clean)
-        if kind == "float":
-            return float(clean.lower().replace(".inf", "inf").replace(".nan", "nan"))
-    except ValueError:
-        pass  # a resolver pattern wider than Python's literals: keep the text
-    return text
-
-
-def _fail(file: str, message: str, line: int | None = None, col: int | None = None) -> ConfigError:
-    return ConfigError([ConfigProblem(file, line, col, "", message)])
-
-
-class _SyntaxError(ConfigError):
-    """Text that is not YAML at all (as opposed to YAML this reader refuses)."""
-
-
-def _compose(text: str, file: str) -> Node | None:
-    """The node graph of one YAML 1.2 document, after the safety checks (ConfigError)."""
-    yaml = YAML(typ="rt")
-    aliases = 0
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", YAMLWarning)  # a re-used anchor is legal YAML
-            for event in yaml.parse(text):
-                line, col = event.start_mark.line + 1, event.start_mark.column + 1
-                if isinstance(event, DocumentStartEvent) and event.version not in (None, (1, 2)):
-                    raise _fail(file, "only YAML 1.2 is read: remove the %YAML line", line)
-                tag = getattr(event, "tag", None)
-                if tag is not None:
-                    message = f"YAML tags such as {tag!s} are not allowed: write a plain value"
-                    raise _fail(file, message, line, col)
-                aliases += isinstance(event, AliasEvent)
-                if aliases > MAX_ALIASES:
-                    raise _fail(file, f"more than {MAX_ALIASES} aliases (*name): refused", line)
-            root: Node | None = yaml.compose(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        if isinstance(exc, ReaderError):  # a character YAML does not allow: no mark, a position
-            line = text.count("\n", 0, exc.position) + 1
-            col = exc.position - text.rfind("\n", 0, exc.position)
-            problem = f"{exc.reason} (character {exc.character!r})"
-        else:
-            problem = getattr(exc, "problem", None) or str(exc)
-        message = f"YAML syntax error: {problem}"
-        raise _SyntaxError([ConfigProblem(file, line, col, "", message)]) from None
-    if root is not None:
-        _count_nodes(root, {}, set(), file)
-    return root
-
-
-def parse_value(text: str, source: str = "--set") -> Any:
-    """A ``--set`` or environment value as YAML 1.2: ``4`` → 4, ``no`` → "no", ``~`` → None,
-    ``[a, b]`` → a list. Text that is not YAML (``*.jsonl``) and unquoted text that YAML
-    would cut (``job #1``) stay as written. Raises ConfigError (naming ``source``) for a tag.
-    """
-    try:
-        root = _compose(text, source)
-    except _SyntaxError:
-        return text.strip()
-    problems: list[ConfigProblem] = []
-    value = None if root is None else _build(root, (), _Layer(), problems, source, "cli")
-    if problems:
-        raise ConfigError(problems)
-    if isinstance(value, str) and not text.strip().startswith(("'", '"')):
-        return text.strip()  # a plain scalar: keep what follows a " #" or spans lines
-    return value
-
-
-def _read_text(text: str, file: str, kind: str, problems: list[ConfigProblem]) -> _Layer:
-    """Parse one job or user file into a layer. Duplicate keys are added to ``problems``
-    (the first value is kept, so validation goes on); other problems raise ConfigError."""
-    root = _compose(text, file)
-    if root is None:
-        return _Layer(values={(): _Source(file, 1, 1, f"{kind}:{file}:1")})
-    if not isinstance(root, MappingNode):
-        raise _fail(file, "expected a mapping of keys (name: …, handler: …, input: …)", 1, 1)
-    layer = _Layer()
-    layer.data = _build(root, (), layer, problems, file, kind)
-    return layer
-
-
-def _count_nodes(node: Node, memo: dict[int, int], active: set[int], file: str) -> int:
-    """The node count with aliases expanded, computed without expanding them."""
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    if key in active:
-        raise _fail(file, "a recursive alias (a node that contains itself) is not allowed")
-    active.add(key)
-    children: list[Node] = []
-    if isinstance(node, MappingNode):
-        children = [n for pair in node.value for n in pair]
-    elif isinstance(node, SequenceNode):
-        children = list(node.value)
-    total = 1 + sum(_count_nodes(child, memo, active, file) for child in children)
-    active.discard(key)
-    if total > MAX_NODES:
-        message = f"the document expands to more than {MAX_NODES} nodes (alias bomb?): refused"
-        raise _fail(file, message, node.start_mark.line + 1)
-    memo[key] = total
-    return total
-
-
-def _build(
-    node: Node, path: KeyPath, layer: _Layer, problems: list[ConfigProblem], file: str, kind: str
-) -> Any:
-    mark = node.start_mark
-    src = _Source(file, mark.line + 1, mark.column + 1, f"{kind}:{file}:{mark.line + 1}")
-    layer.values[path] = src
-    if isinstance(node, SequenceNode):
-        return [
-            _build(item, (*path, i), layer, problems, file, kind)
-            for i, item in enumerate(node.value)
-        ]
-    if isinstance(node, ScalarNode):
-        return _scalar(node.value, _tag(node))
-    out: dict[str, Any] = {}
-    # merge keys (<<) first, so that keys written in this mapping override them
-    pairs = sorted(node.value, key=lambda kv: _tag(kv[0]) != _MERGE_TAG)
-    first_line: dict[str, int] = {}
-    for key_node, value_node in pairs:
-        kmark = key_node.start_mark
-        where = (file, kmark.line + 1, kmark.column + 1)
-        if _tag(key_node) == _MERGE_TAG:
-            merged = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-            for base in merged:
-                if isinstance(base, MappingNode):
-                    out.update(_build(base, path, layer, problems, file, kind))
-            layer.values[path] = src
-            continue
-        if not isinstance(key_node, ScalarNode):
-            problems.append(ConfigProblem(*where, dotted(path), "keys must be plain names"))
-            continue
-        key = str(key_node.value)
-        if key in first_line:
-            message = f"duplicate key {key!r} (first set on line {first_line[key]})"
-            problems.append(ConfigProblem(*where, dotted((*path, key)), message))
-            continue
-        first_line[key] = kmark.line + 1
-        layer.keys[(*path, key)] = _Source(*where, src.origin)
-        out[key] = _build(value_node, (*path, key), layer, problems, file, kind)
-    return out
-
-
-def _read_file(path: Path, shown: str, kind: str, problems: list[ConfigProblem]) -> _Layer:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError([ConfigProblem(shown, None, None, "", "file over 1 MiB: refused")])
-        raw = path.read_bytes()[: MAX_FILE_BYTES + 1]
-    except OSError as exc:
-        message = f"cannot read the file ({exc.strerror or exc}): check the path"
-        raise ConfigError([ConfigProblem(shown, None, None, "", message)]) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError([ConfigProblem(shown, None, None, "", "file over 1 MiB: refused")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        message = f"not UTF-8 text (byte {exc.start}): save the file as UTF-8"
-        raise ConfigError([ConfigProblem(shown, None, None, "", message)]) from None
-    return _read_text(text, shown, kind, problems)
-
-
 # --- layers ----------------------------------------------------------------------------
 
 
-def _merge(base: _Layer, top: _Layer) -> _Layer:
-    """``top`` over ``base``: mappings merge, anything else (and ``_REPLACED``) is replaced."""
-    roots: set[KeyPath] = set()
-
-    def merge(low: dict[str, Any], high: dict[str, Any], path: KeyPath) -> dict[str, Any]:
-        out = dict(low)
-        for key, value in high.items():
-            sub = (*path, key)
-            if isinstance(value, dict) and isinstance(out.get(key), dict) and sub not in _REPLACED:
-                out[key] = merge(out[key], value, sub)
-            else:
-                out[key] = value
-                roots.add(sub)
-        return out
-
-    data = merge(base.data, top.data, ())
-
-    def kept(path: KeyPath) -> bool:
-        return not any(path[:i] in roots for i in range(1, len(path) + 1))
-
-    return _Layer(
-        data,
-        {p: s for p, s in base.values.items() if kept(p)} | top.values,
-        {p: s for p, s in base.keys.items() if kept(p)} | top.keys,
-    )
+def _merge_over(base: Layer, top: Layer) -> Layer:
+    """``top`` over ``base``, replacing the one-of sections whole."""
+    return merge_layers(base, top, _REPLACED)
 
 
 def _child_type(annotation: Any) -> tuple[str, Any]:
@@ -346,9 +120,9 @@ def _walk_schema(path: KeyPath) -> tuple[str, Any]:
     return kind, target
 
 
-def _pairs_layer(pairs: Sequence[tuple[str, str, str]], problems: list[ConfigProblem]) -> _Layer:
+def _pairs_layer(pairs: Sequence[tuple[str, str, str]], problems: list[ConfigProblem]) -> Layer:
     """A layer from (dotted key, YAML text, origin) triples; bad keys become problems."""
-    layer = _Layer()
+    layer = Layer()
     for key, text, origin in pairs:
         shown = "--set" if origin == "cli" else origin
         path: KeyPath = tuple(key.split("."))
@@ -369,7 +143,7 @@ def _pairs_layer(pairs: Sequence[tuple[str, str, str]], problems: list[ConfigPro
         for part in path[:-1]:
             cursor = cursor.setdefault(str(part), {})
         cursor[str(path[-1])] = value
-        layer = _merge(layer, _Layer(node, {path: _Source(shown, None, None, origin)}))
+        layer = _merge_over(layer, Layer(node, {path: Source(shown, None, None, origin)}))
     return layer
 
 
@@ -383,7 +157,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     layer = _pairs_layer([_split_override(o) for o in overrides], problems)
     if problems:
         raise ConfigError(problems)
-    return _merge(_Layer(dict(data)), layer).data
+    return _merge_over(Layer(dict(data)), layer).data
 
 
 def _split_override(text: str) -> tuple[str, str, str]:
@@ -409,12 +183,12 @@ def user_config_path(env: Mapping[str, str]) -> Path:
 
 def _job_layer(
     path: Path, shown: str, chain: tuple[Path, ...], problems: list[ConfigProblem]
-) -> _Layer:
-    layer = _read_file(path, shown, "file", problems)
+) -> Layer:
+    layer = read_file(path, shown, "file", problems)
     if "extends" not in layer.data:
         return layer
     base_name = layer.data.pop("extends")
-    where = layer.values.get(("extends",), _Source(shown, None, None, ""))
+    where = layer.values.get(("extends",), Source(shown, None, None, ""))
     if not isinstance(base_name, str) or not base_name:
         problems.append(
             ConfigProblem(shown, where.line, where.column, "extends", "expected a file name")
@@ -432,23 +206,13 @@ def _job_layer(
         problems.append(ConfigProblem(shown, where.line, where.column, "extends", message))
         return layer
     base = _job_layer(base_path, os.path.normpath(base_path), (*chain, resolved), problems)
-    return _merge(base, layer)
+    return _merge_over(base, layer)
 
 
 # --- validation errors → problems --------------------------------------------------------
 
 
-def _locate(layer: _Layer, path: KeyPath, *, key: bool = False) -> _Source:
-    """The source of ``path`` (its key when ``key``), else of its nearest known ancestor."""
-    if key and path in layer.keys:
-        return layer.keys[path]
-    for i in range(len(path), -1, -1):
-        if path[:i] in layer.values:
-            return layer.values[path[:i]]
-    return _Source("<config>", None, None, "default")
-
-
-def _problems(error: ValidationError, layer: _Layer) -> list[ConfigProblem]:
+def _problems(error: ValidationError, layer: Layer) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for err in error.errors():
         kind, loc, ctx = err["type"], err["loc"], err.get("ctx") or {}
@@ -469,14 +233,14 @@ def _problems(error: ValidationError, layer: _Layer) -> list[ConfigProblem]:
             path.append(str(ctx["field"]))
         where = tuple(path)
         if kind == "missing":
-            src, message = _locate(layer, where[:-1]), f"missing required key {where[-1]!r}"
+            src, message = layer.locate(where[:-1]), f"missing required key {where[-1]!r}"
         elif kind == "extra_forbidden":
-            src, message = _locate(layer, where, key=True), _unknown_key(where)
+            src, message = layer.locate(where, key=True), _unknown_key(where)
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            src = _locate(layer, where)
+            src = layer.locate(where)
             message = f"expected a mapping (key: value, …), got {err.get('input')!r}"
         else:
-            src, message = _locate(layer, where, key="[key]" in loc), err["msg"]
+            src, message = layer.locate(where, key="[key]" in loc), err["msg"]
             value = err.get("input")
             if "message" not in ctx and not isinstance(value, dict | list):
                 message += f", got {value!r}"  # pydantic's own messages do not say what was given
@@ -545,7 +309,7 @@ def _resolve_paths(cfg: JobConfig, base_dir: Path, cwd: Path) -> JobConfig:
     )
 
 
-def _origins(cfg: JobConfig, layer: _Layer) -> dict[str, str]:
+def _origins(cfg: JobConfig, layer: Layer) -> dict[str, str]:
     origins: dict[str, str] = {}
 
     def visit(value: Any, path: KeyPath) -> None:
@@ -579,10 +343,10 @@ def load_job_config(
     path = Path(path)
     job_path = Path(os.path.abspath(path))
     problems: list[ConfigProblem] = []
-    layers: list[_Layer] = []
+    layers: list[Layer] = []
     user = user_config if user_config is not None else user_config_path(env)
     if user.is_file():
-        layer = _read_file(user, str(user), "user", problems)
+        layer = read_file(user, str(user), "user", problems)
         for key in [k for k in layer.data if k not in USER_SECTIONS]:
             src = layer.keys[(key,)]
             message = f"only {', '.join(USER_SECTIONS)} may be set in the user config"
@@ -592,7 +356,7 @@ def load_job_config(
     layers.append(_job_layer(path, str(path), (job_path.resolve(),), problems))
     layers.append(_pairs_layer(_env_pairs(env), problems))
     layers.append(_pairs_layer([_split_override(o) for o in overrides], problems))
-    merged = reduce(_merge, layers)
+    merged = reduce(_merge_over, layers)
     cfg: JobConfig | None = None
     try:
         cfg = JobConfig.model_validate(merged.data)
@@ -613,7 +377,7 @@ def config_from_snapshot(data: Mapping[str, Any]) -> JobConfig:
         return JobConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(
-            _problems(exc, _Layer(dict(data), {(): _Source("<snapshot>", None, None, "")}))
+            _problems(exc, Layer(dict(data), {(): Source("<snapshot>", None, None, "")}))
         ) from None
 
 

@@ -49,10 +49,17 @@ def slugify(text: str, limit: int = 40) -> str:
     return slug or "job"
 
 
+def validate_object_name(name: str) -> str:
+    """Return ``name`` if it may end an object key or file name, else raise
+    :class:`InvalidIdError`: 1-128 characters of letters, digits, '.', '_' and '-',
+    starting with a letter or digit, with no '..'."""
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise InvalidIdError(f"invalid object name {name!r}")
+    return name
+
+
 def _name(value: str) -> str:
-    if not _NAME_PATTERN.fullmatch(value) or ".." in value:
-        raise InvalidIdError(f"invalid object name {value!r}")
-    return value
+    return validate_object_name(value)
 
 
 def _attempt(attempt: int) -> str:
