@@ -171,6 +171,12 @@ class Task:
     finished_at: float | None = None
     updated_at: float = 0.0
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # attempts before this number were spent before a `shardflow retry` re-drove the task
+    attempt_floor: int = 0
+
+    @property
+    def attempts_used(self) -> int:
+        return self.attempt - self.attempt_floor
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,16 @@ def drive(
             handles += start_group(svc, job, len(groups) + 1, report.runnable or 1)
             groups = state.list_task_groups(job_id)
         svc.sleep(poll_interval)
+    _wait_for_local_slots(svc)
     return finish(svc, job_id)
+
+
+def _wait_for_local_slots(svc: Services) -> None:
+    """Local slots exit once the queue is empty; let them, so none outlives `run`."""
+    from shardflow.executors.local import LocalExecutor
+
+    if isinstance(svc.executor, LocalExecutor):
+        svc.executor.wait(timeout=30)
 
 
 def _work_ready(svc: Services, job_id: str, report: ReconcileReport) -> bool:

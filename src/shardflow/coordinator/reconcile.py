@@ -72,7 +72,7 @@ def reconcile(
         if not lapsed and task.lease_owner not in dead_owners:
             continue
         try:
-            if task.attempt >= policy.max_attempts:
+            if task.attempts_used >= policy.max_attempts:
                 fail_task(
                     state,
                     task,

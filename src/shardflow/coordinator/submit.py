@@ -116,7 +116,11 @@ def submit_job(
         plan = _split(loaded, job, store, layout, split_spec(loaded.config), clock)
         tasks = [
             Task(
-                job_id=job_id, task_id=task_id_for(b.batch_id), batch_id=b.batch_id, updated_at=now
+                job_id=job_id,
+                task_id=task_id_for(b.batch_id),
+                batch_id=b.batch_id,
+                items_total=b.records - len(b.skip),
+                updated_at=now,
             )
             for b in plan.batches
         ]

@@ -93,9 +93,18 @@ def _pid(handle: str) -> int | None:
 
 
 def _alive(handle: str) -> bool:
+    """Is the slot process still running? (A zombie, or a reused pid, is not our slot.)"""
     pid = _pid(handle)
     if pid is None:
         return False
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            return False
+        return state not in ("Z", "X") and b"shardflow.worker" in cmdline
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):

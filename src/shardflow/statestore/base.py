@@ -252,11 +252,13 @@ def retry_later(
 def fail_task(
     store: StateStore, task: Task, *, now: float, error_class: ErrorClass, message: str
 ) -> Task:
+    """LEASED → FAILED for good: every item of the task counts as failed."""
     return transition_task(
         store,
         task,
         TaskStatus.FAILED,
         now=now,
+        counters={"items.failed": task.items_total},
         lease_owner=None,
         lease_expires_at=None,
         finished_at=now,

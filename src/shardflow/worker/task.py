@@ -329,8 +329,8 @@ class TaskAttempt:
         with self.keeper.lock:
             current = self.keeper.task
             try:
-                if env.policy.should_retry(cls, current.attempt):
-                    delay = env.policy.backoff(current.attempt)
+                if env.policy.should_retry(cls, current.attempts_used):
+                    delay = env.policy.backoff(current.attempts_used)
                     self.keeper.set_task(
                         retry_later(
                             env.state,
