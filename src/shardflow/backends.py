@@ -82,8 +82,14 @@ def queue_url(state_url: str, queue: str | None) -> str:
 
 
 def open_queue(
-    url: str, job_id: str, *, max_receives: int = 8, aws: AwsOptions | None = None
+    url: str,
+    job_id: str,
+    *,
+    max_receives: int = 8,
+    aws: AwsOptions | None = None,
+    create: bool = True,
 ) -> Queue:
+    """The job's queue; workers pass ``create=False`` (on SQS their role may not create)."""
     validate_id(job_id, "job id")
     scheme = _scheme(url)
     if scheme in ("", "sqlite", "file"):
@@ -101,6 +107,7 @@ def open_queue(
             region=aws.region,
             kms_key_id=aws.kms_key_id,
             max_receives=max_receives,
+            create=create,
         )
     raise ConfigError(f"backends.queue: unsupported URL {url!r} (use sqlite:/// or sqs://)")
 

@@ -62,6 +62,7 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
             queue_url(cfg.backends.state, cfg.backends.queue),
             job.job_id,
             aws=aws,
+            create=False,
         ),
         layout=Layout(job.job_id),
         paths=LocalPaths(options.workspace, scratch),

@@ -268,9 +268,7 @@ class TaskAttempt:
             winner = decode_manifest(env.store.get_bytes(marker_key), ResultMarker, name=marker_key)
             if winner.attempt != task.attempt:
                 log.info("attempt %d published first; adopting it", winner.attempt)
-                env.store.delete(result_key)
-                if failures_key:
-                    env.store.delete(failures_key)
+                self._discard([result_key, failures_key])
             marker = winner
         self.metrics.bytes_written = put.size + (fput.size if fput else 0)
         measured = self.metrics.finish(
@@ -285,6 +283,17 @@ class TaskAttempt:
         else:
             ckpt.close()
         return outcome
+
+    def _discard(self, keys: list[str | None]) -> None:
+        """Delete this attempt's losing objects; where the worker may not delete (its AWS
+        role cannot), they are left for the sweeper (`shardflow recover`)."""
+        for key in keys:
+            if key is None:
+                continue
+            try:
+                self.env.store.delete(key)
+            except Exception as exc:
+                log.info("left %s for the sweeper: %s", key, exc)
 
     def _commit(self, marker: ResultMarker, metrics: dict[str, float] | None = None) -> str:
         env = self.env
