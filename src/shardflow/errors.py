@@ -12,7 +12,8 @@ Exception tree::
     ├── StoreError                 a store or queue operation failed
     │   ├── NotFoundError          the object, job or task does not exist
     │   ├── ConflictError          a version-fenced write was refused: someone else holds the row
-    │   └── ChecksumMismatchError  an object's bytes do not match the checksum that names it
+    │   ├── ChecksumMismatchError  an object's bytes do not match the checksum that names it
+    │   └── CorruptResultError     committed results failed verification; their tasks re-run
     ├── JobFailedError             failures above the tolerated threshold (exit 1)
     └── HandlerError               raised *by user handlers* to state how an item failed:
         ├── TransientError         retry later (network, throttling, timeouts)
@@ -102,6 +103,12 @@ class ConflictError(StoreError):
 
 class ChecksumMismatchError(StoreError):
     pass
+
+
+class CorruptResultError(StoreError):
+    def __init__(self, task_ids: list[str]) -> None:
+        self.task_ids = task_ids
+        super().__init__(f"{len(task_ids)} committed result(s) failed verification: {task_ids[:5]}")
 
 
 class JobFailedError(ShardflowError):

@@ -10,6 +10,7 @@ State machines (DESIGN.md, Task states)::
     LEASED → RETRY_WAIT → LEASED
     LEASED → FAILED;  LEASED → PENDING (lease expired, preempted)
     any non-final → CANCELLED;  FAILED → PENDING (``shardflow retry``)
+    SUCCEEDED → PENDING (repair: its result object failed checksum verification)
 
 Jobs move ``PENDING → SPLITTING → RUNNING → AGGREGATING → SUCCEEDED | FAILED``; any
 non-final job may be ``CANCELLED``; a finished job may go back to ``RUNNING`` when its
@@ -88,7 +89,8 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
         }
     ),
     TaskStatus.RETRY_WAIT: frozenset({TaskStatus.LEASED, TaskStatus.PENDING, TaskStatus.CANCELLED}),
-    TaskStatus.SUCCEEDED: frozenset(),
+    # repair only: the committed result object failed its checksum, so the task runs again
+    TaskStatus.SUCCEEDED: frozenset({TaskStatus.PENDING}),
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
     TaskStatus.CANCELLED: frozenset(),
 }

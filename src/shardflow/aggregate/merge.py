@@ -21,8 +21,9 @@ class Input:
     sha256: str | None
 
 
-def fetch(store: ObjectStore, item: Input, scratch: Path, name: str) -> Path:
-    """A local file with the object's verified bytes (no copy for a local store)."""
+def fetch(store: ObjectStore, item: Input, scratch: Path, name: str = "") -> Path:
+    """A local file with the object's verified bytes (no copy for a local store; a
+    remote object is downloaded once into ``scratch`` and reused)."""
     local = store.local_path(item.key)
     if local is not None:
         if item.sha256 is not None:
@@ -32,8 +33,11 @@ def fetch(store: ObjectStore, item: Input, scratch: Path, name: str) -> Path:
                     f"{item.key}: sha256 {actual} does not match the marker's {item.sha256}"
                 )
         return local
-    dest = scratch / name
-    store.get_file(item.key, dest, expected_sha256=item.sha256)
+    dest = scratch / ("obj-" + item.key.replace("/", "__"))
+    if not dest.exists():
+        tmp = dest.with_suffix(".part")
+        store.get_file(item.key, tmp, expected_sha256=item.sha256)
+        tmp.replace(dest)
     return dest
 
 

@@ -22,6 +22,7 @@ import orjson
 from shardflow.aggregate.finalize import convert_output
 from shardflow.aggregate.merge import Input, fetch, merge_files, unified_schema
 from shardflow.aggregate.plan import plan_tree
+from shardflow.errors import ChecksumMismatchError, CorruptResultError, NotFoundError
 from shardflow.faults import fault_point
 from shardflow.layout import Layout
 from shardflow.manifests import (
@@ -36,7 +37,7 @@ from shardflow.models import Task, TaskStatus
 from shardflow.objectstore.base import ObjectStore
 from shardflow.split.read import batch_item_keys
 from shardflow.split.spec import SplitSpec
-from shardflow.statestore.base import StateStore
+from shardflow.statestore.base import StateStore, reopen_task
 from shardflow.worker.results import failure_schema
 
 log = logging.getLogger("shardflow.aggregate")
@@ -89,6 +90,7 @@ def aggregate_job(
     tasks = all_tasks(state, job_id)
     done = [t for t in tasks if t.status is TaskStatus.SUCCEEDED]
     markers = read_markers(store, layout, done)
+    verify_results(store, state, layout, done, markers, scratch, now)
     leaves = [Input(m.result_key, m.result_sha256) for m in markers]
     root, rows = build_tree(store, layout, leaves, spec, scratch)
     fault_point("mid_aggregation")
@@ -120,6 +122,45 @@ def aggregate_job(
     store.put_bytes(layout.output_success(), b"")
     shutil.rmtree(scratch, ignore_errors=True)
     return manifest
+
+
+def verify_results(
+    store: ObjectStore,
+    state: StateStore,
+    layout: Layout,
+    tasks: Sequence[Task],
+    markers: Sequence[ResultMarker],
+    scratch: Path,
+    now: Callable[[], float],
+) -> None:
+    """Check every committed result against its marker before merging anything.
+
+    A result that is missing or whose bytes do not match is repaired: its marker is
+    removed, its task reopened (its counts taken back) and re-queued, and
+    :class:`CorruptResultError` tells the caller to run the map phase again.
+    """
+    bad: list[str] = []
+    for task, marker in zip(tasks, markers, strict=True):
+        try:
+            fetch(store, Input(marker.result_key, marker.result_sha256), scratch)
+            if marker.failures_key is not None:
+                fetch(store, Input(marker.failures_key, marker.failures_sha256), scratch)
+        except (ChecksumMismatchError, NotFoundError) as exc:
+            log.error("task %s: committed result failed verification: %s", task.task_id, exc)
+            store.delete(layout.marker(task.task_id))
+            reopen_task(
+                state,
+                task,
+                now=now(),
+                reason=f"result failed verification: {exc}",
+                items_succeeded=marker.items_succeeded,
+                items_failed=marker.items_failed,
+                items_rejected=marker.items_rejected,
+                rows=marker.rows,
+            )
+            bad.append(task.task_id)
+    if bad:
+        raise CorruptResultError(bad)
 
 
 def build_tree(

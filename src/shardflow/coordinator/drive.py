@@ -22,6 +22,7 @@ from shardflow.backends import (
 )
 from shardflow.coordinator import specs
 from shardflow.coordinator.reconcile import ReconcileReport, next_retry_at, reconcile
+from shardflow.errors import CorruptResultError
 from shardflow.executors.base import Executor, SlotSpec
 from shardflow.executors.local import worker_argv
 from shardflow.layout import Layout
@@ -88,6 +89,27 @@ def drive(
     poll_interval: float = 0.5,
 ) -> Job:
     """Run the job until every task is final, then aggregate; return the final job."""
+    while True:
+        job = _map_phase(svc, job_id, on_progress, poll_interval)
+        if job is not None:
+            return job
+        _wait_for_local_slots(svc)
+        try:
+            return finish(svc, job_id)
+        except CorruptResultError as exc:
+            log.error("%s; running those tasks again", exc)
+            update_job(
+                svc.state, job_id, now=svc.clock(), status=JobStatus.RUNNING, phase=Phase.MAP
+            )
+
+
+def _map_phase(
+    svc: Services,
+    job_id: str,
+    on_progress: Callable[[Progress], None],
+    poll_interval: float,
+) -> Job | None:
+    """Run until every task is final (None), or the job ends another way (the job)."""
     state, cfg = svc.state, svc.cfg
     policy = specs.retry_policy(cfg)
     queue = svc.queue(job_id)
@@ -102,7 +124,7 @@ def drive(
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             return job
         if job.status is JobStatus.AGGREGATING:
-            break
+            return None
         polled = svc.executor.poll(handles)
         alive = [h for h, s in polled.items() if s.is_active]
         dead_owners: set[str] = set()
@@ -117,13 +139,11 @@ def drive(
         )
         on_progress(Progress(job, state.read_counters(job_id), report, len(alive)))
         if report.remaining == 0:
-            break
+            return None
         if not alive and not job.paused and _work_ready(svc, job_id, report):
             handles += start_group(svc, job, len(groups) + 1, report.runnable or 1)
             groups = state.list_task_groups(job_id)
         svc.sleep(poll_interval)
-    _wait_for_local_slots(svc)
-    return finish(svc, job_id)
 
 
 def _wait_for_local_slots(svc: Services) -> None:

@@ -14,6 +14,7 @@ from typing import IO
 import orjson
 
 from shardflow.errors import InputError
+from shardflow.faults import fault_point
 from shardflow.layout import Layout
 from shardflow.models import Batch
 from shardflow.objectstore.base import ObjectStore
@@ -95,6 +96,7 @@ class RangeSink:
         pass
 
     def close(self, end: int, records: int) -> None:
+        fault_point("mid_split")
         self.ctx.batches.append(
             Batch(
                 batch_id=self.ctx.next_batch_id(),
@@ -133,6 +135,7 @@ class WrittenSink(RangeSink):
             self._file.write(b"\n".join(self.units[first:end]) + b"\n")
 
     def close(self, end: int, records: int) -> None:
+        fault_point("mid_split")
         batch_id = self.ctx.next_batch_id()
         key = f"<dry-run>/{batch_id}"
         if self._file is not None and self.ctx.layout is not None and self.ctx.store is not None:

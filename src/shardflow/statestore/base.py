@@ -227,6 +227,40 @@ def commit_task(
     )
 
 
+def reopen_task(
+    store: StateStore,
+    task: Task,
+    *,
+    now: float,
+    reason: str,
+    items_succeeded: int,
+    items_failed: int,
+    items_rejected: int,
+    rows: int,
+) -> Task:
+    """SUCCEEDED → PENDING when the committed result turned out corrupt; its counts are
+    taken back out of the job's counters in the same write."""
+    return transition_task(
+        store,
+        task,
+        TaskStatus.PENDING,
+        now=now,
+        counters={
+            "items.succeeded": -items_succeeded,
+            "items.failed": -items_failed,
+            "items.rejected": -items_rejected,
+            "rows": -rows,
+        },
+        result_attempt=None,
+        finished_at=None,
+        items_succeeded=0,
+        items_failed=0,
+        rows=0,
+        error_class=ErrorClass.INFRASTRUCTURE,
+        error_message=reason[:2000],
+    )
+
+
 def retry_later(
     store: StateStore,
     task: Task,

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shardflow.faults import fault_point
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -111,6 +113,7 @@ class Checkpoint:
         """Durably record one chunk: its result rows, failures and counts."""
         seq = self.progress.chunks
         part: str | None = None
+        fault_point("checkpoint")
         if rows:
             part = f"part-{seq:06d}.arrow"
             write_part(self.dir / part, rows)

@@ -42,6 +42,7 @@ class WorkerEnv:
     checkpoint_every: int
     checkpoint_interval: float
     log_level: str = "INFO"
+    item_timeout: float | None = None
     output_compression: str = "zstd"
     stop: threading.Event = field(default_factory=threading.Event)
     limiter: RateLimiter = field(default_factory=RateLimiter)

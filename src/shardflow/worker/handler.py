@@ -44,6 +44,10 @@ class LoadedHandler:
     setup: Callable[[Any], Any] | None = None
     teardown: Callable[[Any], Any] | None = None
 
+    def close(self) -> None:
+        """Release what the handler holds outside this process (isolation mode)."""
+        return
+
     def run_one(self, record: dict[str, Any], ctx: Any) -> Output:
         if self.per_batch:
             (out,) = list(self.process([record], ctx))

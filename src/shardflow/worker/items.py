@@ -16,6 +16,7 @@ from shardflow.errors import ClassRule, classify
 from shardflow.models import Batch, ErrorClass
 from shardflow.worker.context import TaskContext
 from shardflow.worker.handler import LoadedHandler, Output
+from shardflow.worker.isolation import IsolatedHandler, RemoteItemError, alarm
 
 
 class Chunk:
@@ -42,7 +43,10 @@ class ItemRunner:
         task_id: str,
         attempt: int,
         sleep: Callable[[float], None],
+        item_timeout: float | None = None,
     ) -> None:
+        # an isolated handler enforces the timeout itself (it can kill its process)
+        self.item_timeout = None if isinstance(handler, IsolatedHandler) else item_timeout
         self.handler = handler
         self.policy = policy
         self.rules = rules
@@ -64,9 +68,14 @@ class ItemRunner:
         while True:
             tries += 1
             try:
-                out = self.handler.run_one(value, ctx)
+                with alarm(self.item_timeout):
+                    out = self.handler.run_one(value, ctx)
             except Exception as exc:
-                cls = classify(exc, self.rules)
+                cls = (
+                    exc.error_class
+                    if isinstance(exc, RemoteItemError)
+                    else classify(exc, self.rules)
+                )
                 if self.policy.should_retry_item(cls, tries):
                     self.sleep(min(1.0, 0.05 * 2**tries))
                     continue
@@ -112,12 +121,15 @@ class ItemRunner:
     def failure_record(
         self, batch: Batch, line: int, key: str, exc: BaseException, cls: ErrorClass
     ) -> dict[str, Any]:
-        tb = "".join(traceback.format_exception(exc)[-3:])
+        if isinstance(exc, RemoteItemError):
+            exc_type, tb = exc.exc_type, exc.tb
+        else:
+            exc_type, tb = type(exc).__qualname__, "".join(traceback.format_exception(exc)[-3:])
         return {
             "key": key,
             "kind": "failed",
             "error_class": cls.value,
-            "exception": type(exc).__qualname__,
+            "exception": exc_type,
             "message": str(exc)[:1000],
             "traceback": tb[-2000:],
             "attempt": self.attempt,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -23,7 +24,7 @@ from shardflow.layout import Layout, LocalPaths, validate_id
 from shardflow.models import Job
 from shardflow.observability.logging import configure_logging, set_log_fields
 from shardflow.statestore.base import lease_task
-from shardflow.worker.handler import load_handler
+from shardflow.worker.handler import LoadedHandler, load_handler
 from shardflow.worker.task import TaskAttempt, WorkerEnv
 
 log = logging.getLogger("shardflow.worker")
@@ -67,7 +68,7 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
         layout=Layout(job.job_id),
         paths=LocalPaths(options.workspace, scratch),
         slot=options.slot,
-        handler=load_handler(cfg.handler, Path(snapshot["base_dir"])),
+        handler=_handler(cfg, Path(snapshot["base_dir"])),
         policy=specs.retry_policy(cfg),
         rules=specs.class_rules(cfg),
         key_column=cfg.output.key_column,
@@ -76,10 +77,20 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
         checkpoint_every=cfg.worker.checkpoint_every,
         checkpoint_interval=float(cfg.worker.checkpoint_interval),
         log_level=cfg.logging.level,
+        item_timeout=float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None,
         output_compression=cfg.output.compression,
         stop=options.stop,
         clock=options.clock,
     )
+
+
+def _handler(cfg: Any, base_dir: Path) -> LoadedHandler:
+    if cfg.worker.isolation:
+        from shardflow.worker.isolation import IsolatedHandler
+
+        timeout = float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None
+        return IsolatedHandler(cfg.handler, base_dir, cfg.retry.to_class_rules(), timeout)
+    return load_handler(cfg.handler, base_dir)
 
 
 def run_slot(options: SlotOptions) -> int:
@@ -110,6 +121,7 @@ def run_slot(options: SlotOptions) -> int:
         teardown = env.handler.teardown
         if teardown is not None:
             teardown(None)
+        env.handler.close()
         env.limiter.close()
 
 

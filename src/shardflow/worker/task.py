@@ -136,6 +136,7 @@ class TaskAttempt:
             task_id=task.task_id,
             attempt=task.attempt,
             sleep=env.sleep,
+            item_timeout=env.item_timeout,
         )
         chunk = Chunk()
         last = ckpt.progress.last_ordinal
@@ -241,7 +242,7 @@ class TaskAttempt:
             failures_file = scratch / "failures.parquet"
             write_failures(failures, failures_file)
             fput = env.store.put_file(failures_key, failures_file)
-        fault_point("after_result_write")
+        fault_point("after_result_write", corrupt=lambda: self._corrupt(result_key))
         marker = ResultMarker(
             job_id=task.job_id,
             task_id=task.task_id,
@@ -283,6 +284,14 @@ class TaskAttempt:
         else:
             ckpt.close()
         return outcome
+
+    def _corrupt(self, key: str) -> None:
+        """Fault injection only: flip the stored result's bytes after its checksum was taken."""
+        path = self.env.store.local_path(key)
+        if path is not None:
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
 
     def _discard(self, keys: list[str | None]) -> None:
         """Delete this attempt's losing objects; where the worker may not delete (its AWS
