@@ -138,7 +138,9 @@ def submit(
 
         groups = svc.state.list_task_groups(job.job_id)
         if not groups:
-            start_group(svc, job, 1, job.total_tasks)
+            from shardflow.coordinator.specs import slot_count
+
+            start_group(svc, job, 1, slot_count(loaded.config, job.total_tasks))
     summary = job_summary(svc.state, job)
     if as_json:
         click.echo(orjson.dumps(summary).decode())

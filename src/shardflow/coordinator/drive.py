@@ -140,9 +140,13 @@ def _map_phase(
         on_progress(Progress(job, state.read_counters(job_id), report, len(alive)))
         if report.remaining == 0:
             return None
-        if not alive and not job.paused and _work_ready(svc, job_id, report):
-            handles += start_group(svc, job, len(groups) + 1, report.runnable or 1)
-            groups = state.list_task_groups(job_id)
+        if not job.paused and _work_ready(svc, job_id, report):
+            # keep the configured number of slots while work waits (a slot that died,
+            # or one stopped past its lease, is replaced; a busy one is not doubled)
+            missing = specs.slot_count(cfg, report.runnable or 1) - len(alive)
+            if missing > 0 and (not alive or report.counts.get(TaskStatus.PENDING, 0) > 0):
+                handles += start_group(svc, job, len(groups) + 1, missing)
+                groups = state.list_task_groups(job_id)
         svc.sleep(poll_interval)
 
 
@@ -161,10 +165,10 @@ def _work_ready(svc: Services, job_id: str, report: ReconcileReport) -> bool:
     return due is not None and due <= svc.clock()
 
 
-def start_group(svc: Services, job: Job, round_no: int, tasks: int) -> list[str]:
+def start_group(svc: Services, job: Job, round_no: int, count: int) -> list[str]:
+    """Start ``count`` worker slots as task group ``g{round_no}`` and record it."""
     cfg = svc.cfg
     group_id = f"g{round_no:03d}"
-    count = specs.slot_count(cfg, tasks)
     argv = worker_argv(svc.state.url, job.job_id, svc.workspace)
     if cfg.backends.endpoint_url:
         argv += ["--endpoint-url", cfg.backends.endpoint_url]
