@@ -261,10 +261,15 @@ class WorkerConfig(_Section):
         default=None, gt=0, description="Lease renewal interval; null = lease_ttl / 3."
     )
     checkpoint_every: int = Field(
-        default=1000, ge=1, description="Checkpoint after this many items."
+        default=20000,
+        ge=1,
+        description="Checkpoint after this many items (checked every 256 items).",
     )
     checkpoint_interval: Duration = Field(
-        default=5.0, gt=0, description="…or after this much time."
+        default=5.0,
+        gt=0,
+        description="…or after this much time: at most this much work is redone after "
+        "a preemption.",
     )
     item_timeout: Duration | None = Field(
         default=None, gt=0, description="Time limit per item (null = none)."
@@ -326,7 +331,9 @@ class OutputConfig(_Section):
 
 
 class AggregateConfig(_Section):
-    fan_in: int = Field(default=64, ge=2, description="Children merged per aggregation node.")
+    fan_in: int = Field(
+        default=512, ge=2, description="Children merged per aggregation node (streamed)."
+    )
 
 
 class LoggingConfig(_Section):

@@ -168,7 +168,8 @@ def build_tree(
 ) -> tuple[Input, int]:
     current = list(leaves)
     rows = 0
-    for level_nodes in plan_tree(len(leaves), spec.fan_in):
+    levels = plan_tree(len(leaves), spec.fan_in)
+    for level_nodes in levels:
         nxt: list[Input] = []
         for node in level_nodes:
             children = [current[i] for i in node.children]
@@ -188,7 +189,8 @@ def build_tree(
 
                 schema = pa.schema([(spec.key_column, pa.string())])
             out = scratch / f"node-{node.level}-{node.index}.parquet"
-            rows = merge_files(paths, out, schema, compression=spec.compression)
+            final = node.level == len(levels)
+            rows = merge_files(paths, out, schema, compression=spec.compression if final else "lz4")
             put = store.put_file(layout.aggregate_node(node.level, node.index), out)
             marker = AggregateMarker(
                 job_id=layout.job_id,

@@ -86,16 +86,17 @@ def drive(
     job_id: str,
     *,
     on_progress: Callable[[Progress], None] = lambda p: None,
-    poll_interval: float = 0.5,
+    poll_interval: float = 0.25,
 ) -> Job:
     """Run the job until every task is final, then aggregate; return the final job."""
     while True:
         job = _map_phase(svc, job_id, on_progress, poll_interval)
         if job is not None:
             return job
-        _wait_for_local_slots(svc)
         try:
-            return finish(svc, job_id)
+            job = finish(svc, job_id)
+            _wait_for_local_slots(svc)
+            return job
         except CorruptResultError as exc:
             log.error("%s; running those tasks again", exc)
             update_job(

@@ -105,6 +105,8 @@ class Checkpoint:
         *,
         last_ordinal: int,
         rows: list[dict[str, Any]],
+        keys: list[str],
+        key_column: str,
         failures: Sequence[dict[str, Any]],
         succeeded: int,
         failed: int,
@@ -116,7 +118,7 @@ class Checkpoint:
         fault_point("checkpoint")
         if rows:
             part = f"part-{seq:06d}.arrow"
-            write_part(self.dir / part, rows)
+            write_part(self.dir / part, rows, keys, key_column)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute(
@@ -162,10 +164,15 @@ class Checkpoint:
         shutil.rmtree(self.task_dir, ignore_errors=True)
 
 
-def write_part(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_part(path: Path, rows: list[dict[str, Any]], keys: list[str], key_column: str) -> None:
+    """Write a chunk's rows with their item keys as the first column (the handler's own
+    column of that name, if any, is replaced by the item key)."""
     import pyarrow as pa
 
     table = pa.Table.from_pylist(rows)
+    if key_column in table.column_names:
+        table = table.drop_columns([key_column])
+    table = table.add_column(0, key_column, pa.array(keys, pa.string()))
     tmp = path.with_suffix(".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)

@@ -43,7 +43,9 @@ class WorkerEnv:
     checkpoint_interval: float
     log_level: str = "INFO"
     item_timeout: float | None = None
-    output_compression: str = "zstd"
+    # attempt results are intermediate: lz4 is fast to write and to read for the merge;
+    # the final output gets the configured codec
+    output_compression: str = "lz4"
     stop: threading.Event = field(default_factory=threading.Event)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.time

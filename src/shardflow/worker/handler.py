@@ -51,13 +51,13 @@ class LoadedHandler:
     def run_one(self, record: dict[str, Any], ctx: Any) -> Output:
         if self.per_batch:
             (out,) = list(self.process([record], ctx))
-            return _check_output(out)
-        return _check_output(self.process(record, ctx))
+            return check_output(out)
+        return check_output(self.process(record, ctx))
 
     def run_batch(self, records: Sequence[dict[str, Any]], ctx: Any) -> list[Output]:
         """Outputs for ``records``; raises if the handler raises (caller isolates items)."""
         outs: Iterable[Any] = self.process(list(records), ctx)
-        result = [_check_output(o) for o in outs]
+        result = [check_output(o) for o in outs]
         if len(result) != len(records):
             raise TypeError(
                 f"batch handler {self.name} returned {len(result)} outputs "
@@ -66,7 +66,8 @@ class LoadedHandler:
         return result
 
 
-def _check_output(out: Any) -> Output:
+def check_output(out: Any) -> Output:
+    """``out`` if it is a handler output (dict, list of dicts, None); else TypeError."""
     if out is None or isinstance(out, dict):
         return out
     if isinstance(out, list) and all(isinstance(o, dict) for o in out):

@@ -15,17 +15,20 @@ from shardflow.coordinator.retry import RetryPolicy
 from shardflow.errors import ClassRule, classify
 from shardflow.models import Batch, ErrorClass
 from shardflow.worker.context import TaskContext
-from shardflow.worker.handler import LoadedHandler, Output
+from shardflow.worker.handler import LoadedHandler, Output, check_output
 from shardflow.worker.isolation import IsolatedHandler, RemoteItemError, alarm
 
 
 class Chunk:
     """Rows, failure records and counts gathered since the last checkpoint."""
 
-    __slots__ = ("failed", "failures", "rejected", "rows", "succeeded")
+    __slots__ = ("failed", "failures", "keys", "rejected", "rows", "succeeded")
 
     def __init__(self) -> None:
+        # rows and their item keys side by side: the key becomes a column when the chunk
+        # is saved, so the handler's dicts are stored as returned, never copied
         self.rows: list[dict[str, Any]] = []
+        self.keys: list[str] = []
         self.failures: list[dict[str, Any]] = []
         self.succeeded = 0
         self.failed = 0
@@ -47,6 +50,9 @@ class ItemRunner:
     ) -> None:
         # an isolated handler enforces the timeout itself (it can kill its process)
         self.item_timeout = None if isinstance(handler, IsolatedHandler) else item_timeout
+        # per-item functions are called directly on the hot path; the rest go through
+        # LoadedHandler.run_one, which checks what they return
+        self.process = handler.process if not handler.per_batch else handler.run_one
         self.handler = handler
         self.policy = policy
         self.rules = rules
@@ -64,7 +70,52 @@ class ItemRunner:
         value: dict[str, Any],
         ctx: TaskContext,
     ) -> None:
-        tries = 0
+        """Run the handler on one item; never raises for the item's own failure."""
+        if self.item_timeout is not None:
+            self._slow_item(chunk, batch, line, key, value, ctx, tries=0)
+            return
+        try:  # the fast path: one call, one type check
+            out = self.process(value, ctx)
+            if type(out) is not dict:
+                out = check_output(out)
+        except Exception as exc:
+            self.failed_item(chunk, batch, line, key, value, ctx, exc)
+            return
+        if type(out) is dict:
+            chunk.rows.append(out)
+            chunk.keys.append(key)
+            chunk.succeeded += 1
+        else:
+            self.add_output(chunk, key, out)
+
+    def failed_item(
+        self,
+        chunk: Chunk,
+        batch: Batch,
+        line: int,
+        key: str,
+        value: dict[str, Any],
+        ctx: TaskContext,
+        exc: Exception,
+    ) -> None:
+        cls = exc.error_class if isinstance(exc, RemoteItemError) else classify(exc, self.rules)
+        if self.policy.should_retry_item(cls, 1):
+            self.sleep(0.1)
+            self._slow_item(chunk, batch, line, key, value, ctx, tries=1)
+            return
+        chunk.failures.append(self.failure_record(batch, line, key, exc, cls))
+        chunk.failed += 1
+
+    def _slow_item(
+        self,
+        chunk: Chunk,
+        batch: Batch,
+        line: int,
+        key: str,
+        value: dict[str, Any],
+        ctx: TaskContext,
+        tries: int,
+    ) -> None:
         while True:
             tries += 1
             try:
@@ -105,17 +156,23 @@ class ItemRunner:
                 self.add_output(chunk, key, out)
         pending.clear()
 
+    def add_unchecked(self, chunk: Chunk, batch: Batch, line: int, key: str, out: object) -> None:
+        """Add a handler output that is not a plain dict, after checking its shape."""
+        try:
+            checked = check_output(out)
+        except TypeError as exc:
+            chunk.failures.append(self.failure_record(batch, line, key, exc, ErrorClass.PERMANENT))
+            chunk.failed += 1
+            return
+        self.add_output(chunk, key, checked)
+
     def add_output(self, chunk: Chunk, key: str, out: Output) -> None:
-        kc = self.key_column
         if isinstance(out, dict):
-            row = dict(out)
-            row[kc] = key
-            chunk.rows.append(row)
+            chunk.rows.append(out)
+            chunk.keys.append(key)
         elif out:
-            for item in out:
-                row = dict(item)
-                row[kc] = key
-                chunk.rows.append(row)
+            chunk.rows.extend(out)
+            chunk.keys.extend([key] * len(out))
         chunk.succeeded += 1
 
     def failure_record(

@@ -78,7 +78,7 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
         checkpoint_interval=float(cfg.worker.checkpoint_interval),
         log_level=cfg.logging.level,
         item_timeout=float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None,
-        output_compression=cfg.output.compression,
+        output_compression="lz4",
         stop=options.stop,
         clock=options.clock,
     )
@@ -139,14 +139,17 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
             if job.paused:
                 log.info("job is paused: slot exits")
                 return 0
-        messages = env.queue.receive(
-            max_messages=1, visibility_timeout=env.lease_ttl, wait_seconds=0.5
-        )
+        messages = env.queue.receive(max_messages=1, visibility_timeout=env.lease_ttl)
         if not messages:
             depth = env.queue.depth()
             if depth.total == 0 or options.clock() - idle_since > options.idle_timeout:
                 return 0
-            continue
+            # messages are delayed (retries) or in flight elsewhere: wait for one
+            messages = env.queue.receive(
+                max_messages=1, visibility_timeout=env.lease_ttl, wait_seconds=0.5
+            )
+            if not messages:
+                continue
         message = messages[0]
         try:
             body = orjson.loads(message.body)

@@ -15,7 +15,7 @@ from typing import Any
 from shardflow.errors import ConflictError, classify
 from shardflow.faults import fault_point
 from shardflow.manifests import ResultMarker, TaskManifest, decode_manifest, encode_manifest
-from shardflow.models import Batch, Task, item_key
+from shardflow.models import Batch, Task
 from shardflow.observability.logging import TaskLogFile, reset_log_fields, set_log_fields
 from shardflow.queue.base import SQS_MAX_DELAY_SECONDS
 from shardflow.split.read import iter_batch
@@ -145,35 +145,58 @@ class TaskAttempt:
         pending: list[tuple[int, int, str, dict[str, Any]]] = []
         id_field = env.spec.id_field
         stopped = False
+        batch_id, per_batch, run_item = batch.batch_id, env.handler.per_batch, items.run_item
+        every, interval, clock = env.checkpoint_every, env.checkpoint_interval, env.clock
+        # the common case (a per-item function, no timeout) is inlined: this loop runs
+        # once per item, so every call and attribute lookup saved here counts
+        fast, process = items.item_timeout is None and not per_batch, items.process
         for rec in iter_batch(batch, spec=env.spec, store=env.store, start_after=last):
-            if self._should_stop():
-                stopped = True
-                break
-            if rec.value is None:
+            # the stop flag and the clock are looked at every 256 items, not every item
+            if not count & 255 and count:
+                if self._should_stop():
+                    stopped = True
+                    break
+                if count >= every or clock() - flushed_at >= interval:
+                    items.run_pending(chunk, batch, pending, ctx)
+                    self._flush(ckpt, chunk, last)
+                    fault_point("mid_batch")
+                    chunk, count, flushed_at = Chunk(), 0, clock()
+            last = ordinal = rec.ordinal
+            count += 1
+            value = rec.value
+            if value is None:
                 chunk.failures.append(
                     items.reject_record(batch, rec.line, rec.error or "malformed", rec.raw)
                 )
                 chunk.rejected += 1
-            elif id_field is not None and rec.value.get(id_field) is None:
-                chunk.failures.append(
-                    items.reject_record(batch, rec.line, f"missing id field {id_field!r}", None)
-                )
-                chunk.rejected += 1
+                continue
+            if id_field is None:
+                key = f"{batch_id}:{ordinal}"
             else:
-                key = item_key(
-                    batch.batch_id, rec.ordinal, rec.value.get(id_field) if id_field else None
-                )
-                if env.handler.per_batch:
-                    pending.append((rec.ordinal, rec.line, key, rec.value))
+                ident = value.get(id_field)
+                if ident is None:
+                    chunk.failures.append(
+                        items.reject_record(batch, rec.line, f"missing id field {id_field!r}", None)
+                    )
+                    chunk.rejected += 1
+                    continue
+                key = ident if type(ident) is str else str(ident)
+            if fast:
+                try:
+                    out = process(value, ctx)
+                except Exception as exc:
+                    items.failed_item(chunk, batch, rec.line, key, value, ctx, exc)
+                    continue
+                if type(out) is dict:
+                    chunk.rows.append(out)
+                    chunk.keys.append(key)
+                    chunk.succeeded += 1
                 else:
-                    items.run_item(chunk, batch, rec.line, key, rec.value, ctx)
-            last = rec.ordinal
-            count += 1
-            if count >= env.checkpoint_every or env.clock() - flushed_at >= env.checkpoint_interval:
-                items.run_pending(chunk, batch, pending, ctx)
-                self._flush(ckpt, chunk, last)
-                fault_point("mid_batch")
-                chunk, count, flushed_at = Chunk(), 0, env.clock()
+                    items.add_unchecked(chunk, batch, rec.line, key, out)
+            elif per_batch:
+                pending.append((ordinal, rec.line, key, value))
+            else:
+                run_item(chunk, batch, rec.line, key, value, ctx)
         items.run_pending(chunk, batch, pending, ctx)
         self._flush(ckpt, chunk, last)
         if stopped:
@@ -192,6 +215,8 @@ class TaskAttempt:
         ckpt.save(
             last_ordinal=last,
             rows=chunk.rows,
+            keys=chunk.keys,
+            key_column=self.env.key_column,
             failures=chunk.failures,
             succeeded=chunk.succeeded,
             failed=chunk.failed,
