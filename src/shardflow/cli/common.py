@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 DEFAULT_STATE = ".shardflow/state.db"
 
 state_option = click.option(
-    "--state",
+    "--state-url",
     "state_url",
     envvar="SHARDFLOW_STATE",
     default=None,

@@ -11,9 +11,10 @@ import click
 import orjson
 
 from shardflow.cli.common import fail, get_job_or_exit, job_summary, open_cli_state, state_option
+from shardflow.cli.status_views import complete_job_ids
 from shardflow.errors import ShardflowError, UsageError
 
-job_arg = click.argument("job_id")
+job_arg = click.argument("job_id", shell_complete=complete_job_ids)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +10,8 @@ import click
 import orjson
 
 from shardflow.cli.common import fail, get_job_or_exit, job_summary, open_cli_state, state_option
-
-
-def _errors(state: Any, job_id: str, limit: int = 5) -> list[dict[str, Any]]:
-    from shardflow.models import TaskStatus
-
-    tasks = state.list_tasks(job_id, TaskStatus.FAILED, limit=1000)
-    tasks += state.list_tasks(job_id, TaskStatus.RETRY_WAIT, limit=1000)
-    by_class: Counter[str] = Counter()
-    sample: dict[str, str] = {}
-    for t in tasks:
-        cls = t.error_class.value if t.error_class else "unknown"
-        by_class[cls] += 1
-        sample.setdefault(cls, t.error_message or "")
-    return [
-        {"class": cls, "tasks": n, "sample": sample[cls][:300]}
-        for cls, n in by_class.most_common(limit)
-    ]
+from shardflow.cli.status_views import complete_job_ids
+from shardflow.models import TaskStatus
 
 
 def _render(summary: dict[str, Any]) -> str:
@@ -45,7 +29,10 @@ def _render(summary: dict[str, Any]) -> str:
         + (f"   ETA {summary['eta_seconds']:.0f}s" if summary.get("eta_seconds") else ""),
     ]
     for err in summary.get("errors", []):
-        lines.append(f"  errors   {err['class']}: {err['tasks']} task(s), e.g. {err['sample']}")
+        sample = f", e.g. {err['sample']}" if err["sample"] else ""
+        lines.append(
+            f"  errors   {err['class']}: {err['tasks']} task(s), {err['items']} item(s){sample}"
+        )
     if summary["output_uri"]:
         lines.append(f"  output   {summary['output_uri']}")
     if summary["message"]:
@@ -54,43 +41,114 @@ def _render(summary: dict[str, Any]) -> str:
 
 
 def _full_summary(state: Any, job_id: str) -> dict[str, Any]:
+    from shardflow.cli.status_views import errors_by_class
+
     job = get_job_or_exit(state, job_id)
     summary = job_summary(state, job)
     i = summary["items"]
     left = i["total"] - i["succeeded"] - i["failed"]
     rate = summary["items_per_second"]
-    summary["eta_seconds"] = (
-        round(left / rate, 1) if rate and left > 0 and not job.status.is_final else None
-    )
-    summary["errors"] = _errors(state, job_id)
+    running = rate and left > 0 and not job.status.is_final
+    summary["eta_seconds"] = round(left / rate, 1) if running else None
+    summary["errors"] = errors_by_class(state, job_id, state.read_counters(job_id))
     return summary
 
 
+def _render_detail(d: dict[str, Any]) -> str:
+    lines = []
+    for g in d["task_groups"]:
+        lines.append(
+            f"  group    {g['group']} (round {g['round']}): {g['slots']} {g['executor']} slot(s) "
+            + " ".join(g["handles"][:8])
+        )
+    for title, rows in (
+        ("running", d["running"]),
+        ("slowest", d["slowest"]),
+        ("failing", d["failing"]),
+    ):
+        for r in rows:
+            took = f"{r['seconds']:.1f}s" if r["seconds"] is not None else "-"
+            err = f"  {r['error_class']}: {r['error']}" if r["error"] else ""
+            lines.append(f"  {title:<8} {r['task_id']} attempt {r['attempt']} {took}{err}")
+    for lim in d["limits"]:
+        lines.append(f"  limit    {lim}")
+    return "\n".join(lines)
+
+
+def _render_tasks(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no tasks match"
+    out = [f"{'TASK':<10} {'STATUS':<11} {'ATT':>3} {'SECONDS':>8}  OWNER / ERROR"]
+    for r in rows:
+        took = f"{r['seconds']:.1f}" if r["seconds"] is not None else "-"
+        note = r["error"] or r["owner"] or ""
+        out.append(f"{r['task_id']:<10} {r['status']:<11} {r['attempt']:>3} {took:>8}  {note}")
+    return "\n".join(out)
+
+
 @click.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=complete_job_ids)
 @state_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (for scripts).")
 @click.option("--watch", is_flag=True, help="Refresh every 2 s until Ctrl-C (the job goes on).")
-def status(job_id: str | None, state_url: str | None, as_json: bool, watch: bool) -> None:
+@click.option("--detail", is_flag=True, help="Task groups, running, slowest and failing tasks.")
+@click.option(
+    "--state",
+    "task_state",
+    type=click.Choice([s.value for s in TaskStatus], case_sensitive=False),
+    help="List the tasks in this state instead of the summary.",
+)
+@click.option("--since", default=None, help="With --state: only tasks changed in the last 10m, 2h…")
+@click.option("--limit", default=50, show_default=True, help="With --state: at most this many.")
+def status(
+    job_id: str | None,
+    state_url: str | None,
+    as_json: bool,
+    watch: bool,
+    detail: bool,
+    task_state: str | None,
+    since: str | None,
+    limit: int,
+) -> None:
     """Show a job's progress, or list recent jobs when no JOB_ID is given.
 
     \b
     Example:
       shardflow status                       # recent jobs
-      shardflow status enrich-20260425-1200-ab12 --json
+      shardflow status enrich-20260425-1200-ab12 --detail
+      shardflow status enrich-20260425-1200-ab12 --state failed --since 1h --json
+    The summary reads counters only, so it stays fast on jobs of any size.
     """
+    from shardflow.cli.status_views import detail as detail_view
+    from shardflow.cli.status_views import parse_since, task_row, tasks_in
+
     state = open_cli_state(state_url)
     if job_id is None:
         _list_jobs(state, as_json)
         return
+    if task_state is not None:
+        get_job_or_exit(state, job_id)
+        now = time.time()
+        try:
+            cutoff = parse_since(since, now)
+        except ValueError as exc:
+            fail(str(exc))
+        tasks = tasks_in(state, job_id, TaskStatus(task_state.upper()), limit=limit, since=cutoff)
+        rows = [task_row(t, now) for t in tasks]
+        click.echo(orjson.dumps(rows).decode() if as_json else _render_tasks(rows))
+        return
     while True:
         summary = _full_summary(state, job_id)
+        if detail:
+            summary["detail"] = detail_view(state, job_id)
         if as_json:
             click.echo(orjson.dumps(summary).decode())
         else:
             if watch:
                 click.clear()
             click.echo(_render(summary))
+            if detail:
+                click.echo(_render_detail(summary["detail"]))
         if not watch or summary["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return
         try:
@@ -133,7 +191,7 @@ def jobs(state_url: str | None, limit: int, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_job_ids)
 @click.argument("task_id", required=False)
 @state_option
 def logs(job_id: str, task_id: str | None, state_url: str | None) -> None:
