@@ -6,6 +6,7 @@ functions return. AWS adapters are imported only when an AWS URL is used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,6 +111,16 @@ def open_queue(
             create=create,
         )
     raise ConfigError(f"backends.queue: unsupported URL {url!r} (use sqlite:/// or sqs://)")
+
+
+def register_input_schemes(paths: Sequence[str], aws: AwsOptions) -> None:
+    """Make ``s3://`` inputs readable (ranged GETs) when the job has any; boto3 is
+    imported only then."""
+    if any(p.startswith("s3://") for p in paths):
+        from shardflow.aws import AwsSettings
+        from shardflow.split.s3source import register_s3_source
+
+        register_s3_source(AwsSettings(region=aws.region, endpoint_url=aws.endpoint_url))
 
 
 def local_workspace(state_url: str, default: Path) -> Path:

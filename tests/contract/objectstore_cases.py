@@ -72,6 +72,27 @@ STORE_CASES: list[StoreCase] = [
 ]
 
 
+def _s3(tmp_path: Path, request: pytest.FixtureRequest) -> StoreHarness:
+    from shardflow.objectstore.s3 import S3ObjectStore, open_s3_store
+
+    bucket = request.getfixturevalue("s3_bucket")
+    store = S3ObjectStore(bucket, "contract", settings=request.getfixturevalue("aws_settings"))
+
+    def corrupt(key: str, data: bytes) -> None:
+        # new bytes without our sha256 metadata: only an expected digest can catch them
+        store.client.put_object(Bucket=bucket, Key=f"contract/{key}", Body=data)
+
+    # moto runs in this process and holds request bodies in memory: no memory bound
+    return StoreHarness(
+        store, corrupt, functools.partial(open_s3_store, store.url), max_stream_memory=None
+    )
+
+
+STORE_CASES.append(
+    StoreCase("s3", _s3, marks=(pytest.mark.aws,), capabilities=frozenset({"shared"}))
+)
+
+
 def create_only_writer(
     opener: Callable[[], ObjectStore], barrier: Any, results: Any, key: str, index: int
 ) -> None:

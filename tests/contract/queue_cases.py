@@ -82,9 +82,37 @@ def _memory(tmp_path: Path, request: pytest.FixtureRequest, max_receives: int) -
 
 
 QUEUE_CASES: list[QueueCase] = [
-    QueueCase("sqlite", _sqlite, capabilities=frozenset({"shared", "fake_clock", "ordered"})),
-    QueueCase("memory", _memory, capabilities=frozenset({"fake_clock", "ordered"})),
+    QueueCase(
+        "sqlite",
+        _sqlite,
+        capabilities=frozenset({"shared", "fake_clock", "ordered", "fenced_receipts", "bulk"}),
+    ),
+    QueueCase(
+        "memory",
+        _memory,
+        capabilities=frozenset({"fake_clock", "ordered", "fenced_receipts", "bulk"}),
+    ),
 ]
+
+
+def _sqs(tmp_path: Path, request: pytest.FixtureRequest, max_receives: int) -> QueueHarness:
+    from shardflow.queue.sqs import open_sqs_queue
+
+    settings = request.getfixturevalue("aws_settings")
+    opener = functools.partial(
+        open_sqs_queue,
+        f"sqs://{request.getfixturevalue('sqs_prefix')}",
+        "job-a",
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+        max_receives=max_receives,
+    )
+    return QueueHarness(opener(), None, opener)
+
+
+# SQS is at-least-once and accepts stale receipts (moto too): no "fenced_receipts", no
+# "shared" exactly-once consumption, no ordering; its slow bulk receive is not "bulk"
+QUEUE_CASES.append(QueueCase("sqs", _sqs, marks=(pytest.mark.aws,)))
 
 
 def consume_until_empty(

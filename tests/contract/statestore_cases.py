@@ -50,6 +50,23 @@ CASES: list[StoreCase] = [
     StoreCase("memory", lambda _tmp_path, _request: MemoryStateStore()),
 ]
 
+
+def _dynamodb(tmp_path: Path, request: pytest.FixtureRequest) -> StateStore:
+    from shardflow.statestore.dynamodb import DynamoDbStateStore
+
+    return DynamoDbStateStore(
+        request.getfixturevalue("dynamodb_table"), settings=request.getfixturevalue("aws_settings")
+    )
+
+
+def _open_dynamodb(url: str) -> StateStore:
+    from shardflow.statestore.dynamodb import open_dynamodb_state
+
+    return open_dynamodb_state(url)
+
+
+CASES.append(StoreCase("dynamodb", _dynamodb, open_url=_open_dynamodb))
+
 SHARED_CASES = [case for case in CASES if case.open_url is not None]
 
 

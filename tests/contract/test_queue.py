@@ -122,6 +122,7 @@ def test_extend_keeps_message_hidden(harness: QueueHarness) -> None:
     assert receive_one(q).message_id == message.message_id
 
 
+@pytest.mark.requires("fenced_receipts")
 def test_stale_receipt_cannot_extend_or_delete(q: Queue) -> None:
     q.send("task")
     old = receive_one(q, visibility_timeout=0)
@@ -134,6 +135,7 @@ def test_stale_receipt_cannot_extend_or_delete(q: Queue) -> None:
     assert q.delete(new.receipt) is True
 
 
+@pytest.mark.requires("fenced_receipts")
 def test_delete_removes_message_once(q: Queue) -> None:
     q.send("task")
     message = receive_one(q, visibility_timeout=0)
@@ -205,6 +207,7 @@ def test_delivers_oldest_visible_first(harness: QueueHarness) -> None:
     assert [receive_one(q).body for _ in range(5)] == ["a", "b", "c", "d", "e"]
 
 
+@pytest.mark.requires("bulk")
 def test_send_many_of_1000_delivers_each_once(q: Queue) -> None:
     bodies = [f'{{"task_id": "t-{i:05d}"}}' for i in range(1000)]
     q.send_many(bodies)

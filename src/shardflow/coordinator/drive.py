@@ -19,6 +19,7 @@ from shardflow.backends import (
     open_queue,
     open_state_store,
     queue_url,
+    register_input_schemes,
 )
 from shardflow.coordinator import specs
 from shardflow.coordinator.reconcile import ReconcileReport, next_retry_at, reconcile
@@ -64,6 +65,7 @@ def open_services(cfg: JobConfig, workspace: Path) -> Services:
     from shardflow.backends import make_executor
 
     aws = specs.aws_options(cfg)
+    register_input_schemes(specs.split_spec(cfg).paths, aws)
     return Services(
         cfg=cfg,
         state=open_state_store(cfg.backends.state, aws),

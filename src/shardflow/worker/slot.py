@@ -18,6 +18,7 @@ from shardflow.backends import (
     open_queue,
     open_state_store,
     queue_url,
+    register_input_schemes,
 )
 from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError
 from shardflow.layout import Layout, LocalPaths, validate_id
@@ -53,6 +54,7 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
     if options.endpoint_url:
         aws = AwsOptions(options.endpoint_url, options.region or aws.region, aws.kms_key_id)
     state = open_state_store(options.state_url, aws)
+    register_input_schemes(specs.split_spec(cfg).paths, aws)
     scratch = Path(cfg.worker.scratch) if cfg.worker.scratch else options.workspace / "scratch"
     return WorkerEnv(
         job=job,
