@@ -110,3 +110,15 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
         proc = shardflow([name, "--help"], tmp_path)
         assert proc.returncode == 0, (name, proc.stderr)
         assert "Example" in proc.stdout or "example" in proc.stdout, name
+
+
+def test_logs_show_a_task_s_structured_log(finished: Path) -> None:
+    text = shardflow(["logs", "done", "t000001"], finished, check=0).stdout
+    records = [orjson.loads(line) for line in text.splitlines()]
+    assert any("started" in r["msg"] for r in records)
+    assert any("task committed" in r["msg"] for r in records)
+    assert all(r["job_id"] == "done" and r["task_id"] == "t000001" for r in records)
+    assert all(r["attempt"] == 1 and r["slot"].startswith("local-") for r in records)
+    listing = shardflow(["logs", "done"], finished, check=0).stdout
+    assert "t000001.0001.log" in listing
+    shardflow(["logs", "done", "t999999"], finished, check=2)

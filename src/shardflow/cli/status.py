@@ -224,4 +224,25 @@ def logs(job_id: str, task_id: str | None, state_url: str | None) -> None:
         if path.exists():
             click.echo(path.read_text(encoding="utf-8"), nl=False)
             return
+    text = _remote_log(job, task_id, task.attempt)
+    if text is not None:
+        click.echo(text, nl=False)
+        return
     fail(f"no log found for {task_id}", code=1, hint="the task may not have run yet")
+
+
+def _remote_log(job: Any, task_id: str, attempts: int) -> str | None:
+    """A task log uploaded beside the results (workers on other nodes, S3 storage)."""
+    from shardflow.backends import open_object_store
+    from shardflow.config import config_from_snapshot
+    from shardflow.coordinator.specs import aws_options
+    from shardflow.layout import Layout
+
+    cfg = config_from_snapshot(job.config["config"])
+    store = open_object_store(cfg.backends.storage, aws_options(cfg))
+    layout = Layout(job.job_id)
+    for attempt in range(attempts, 0, -1):
+        key = layout.task_log(task_id, attempt)
+        if store.head(key) is not None:
+            return store.get_bytes(key).decode("utf-8", errors="replace")
+    return None

@@ -96,12 +96,21 @@ def configure_logging(
 
 
 class TaskLogFile:
-    """A per-task JSON-lines log file, attached to the root logger while a task runs."""
+    """A per-task JSON-lines log file, attached to the root logger while a task runs.
 
-    def __init__(self, path: Path, level: str = "INFO") -> None:
+    Rotated at ``max_bytes`` (keeping ``backups`` older files beside it), so a long task
+    that logs a lot cannot fill the workspace."""
+
+    def __init__(
+        self, path: Path, level: str = "INFO", *, max_bytes: int = 64 << 20, backups: int = 2
+    ) -> None:
+        from logging.handlers import RotatingFileHandler
+
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler = RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
         self.handler.setFormatter(JsonFormatter())
         self.handler.addFilter(ContextFilter())
         self.handler.setLevel(level)

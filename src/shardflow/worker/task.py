@@ -114,6 +114,7 @@ class TaskAttempt:
     def _process(self, batch: Batch) -> str:
         env, task = self.env, self.task
         ckpt = Checkpoint(env.paths.checkpoint_dir(task.job_id, task.task_id), task.attempt)
+        log.info("attempt %d of %s started: batch %s", task.attempt, task.task_id, batch.batch_id)
         if ckpt.progress.chunks:
             log.info("resuming after item %d", ckpt.progress.last_ordinal)
         if batch.end is not None and not batch.written:
