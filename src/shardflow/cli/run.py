@@ -134,13 +134,13 @@ def submit(
     submission = _submit(loaded, svc, job_id)
     job = submission.job
     if loaded.config.backends.executor == "slurm":
+        from shardflow.coordinator.chain import submit_next
         from shardflow.coordinator.drive import start_group
+        from shardflow.coordinator.specs import slot_count
 
-        groups = svc.state.list_task_groups(job.job_id)
-        if not groups:
-            from shardflow.coordinator.specs import slot_count
-
-            start_group(svc, job, 1, slot_count(loaded.config, job.total_tasks))
+        if not svc.state.list_task_groups(job.job_id):
+            handles = start_group(svc, job, 1, slot_count(loaded.config, job.total_tasks))
+            submit_next(svc, job.job_id, handles)
     summary = job_summary(svc.state, job)
     if as_json:
         click.echo(orjson.dumps(summary).decode())
@@ -150,6 +150,20 @@ def submit(
             f"({'new' if submission.created else 'resumed'})"
         )
         click.echo(f"follow it with: shardflow status {job.job_id}")
+
+
+def _sbatch_plan(cfg: Any, slots: int) -> list[dict[str, str]]:
+    """The exact sbatch scripts `submit` would write (nothing is written or submitted)."""
+    from shardflow.backends import local_workspace
+    from shardflow.executors.base import SlotSpec
+    from shardflow.executors.local import worker_argv
+    from shardflow.executors.slurm import slurm_executor_from_config
+
+    workspace = local_workspace(cfg.backends.state, Path(".shardflow"))
+    executor = slurm_executor_from_config(cfg, workspace)
+    argv = worker_argv(cfg.backends.state, "job-id", workspace)
+    planned = executor.plan_slots(SlotSpec("job-id", "g001", slots, argv))
+    return [{"path": str(path), "script": text} for path, text in planned]
 
 
 def _dry_run(job_file: Path, sets: Sequence[str], as_json: bool) -> None:
@@ -174,9 +188,7 @@ def _dry_run(job_file: Path, sets: Sequence[str], as_json: bool) -> None:
         "sample_task": summary.get("sample_batch"),
     }
     if cfg.backends.executor == "slurm":
-        from shardflow.executors.slurm import dry_run_script
-
-        plan["sbatch_script"] = dry_run_script(cfg, Path(".shardflow").resolve())
+        plan["sbatch_scripts"] = _sbatch_plan(cfg, slot_count(cfg, max(tasks, 1)))
     if as_json:
         click.echo(orjson.dumps(plan, default=str).decode())
         return

@@ -19,6 +19,7 @@ from shardflow.coordinator.specs import retry_policy
 from shardflow.errors import ConflictError, UsageError
 from shardflow.layout import Layout, LocalPaths
 from shardflow.models import ErrorClass, Event, Job, JobStatus, TaskStatus
+from shardflow.security import audit
 from shardflow.statestore.base import StateStore, transition_task, update_job
 
 
@@ -56,6 +57,13 @@ def set_paused(
     job = update_job(state, job_id, now=now, paused=paused)
     _pause_buckets(state, job_id, paused, now)
     _event(state, job_id, "paused" if paused else "resumed", actor, now)
+    audit.record(
+        audit.open_job_store(job),
+        actor=actor,
+        action="job.pause" if paused else "job.resume",
+        job_id=job_id,
+        at=now,
+    )
     return ControlResult(job, True)
 
 
@@ -96,6 +104,14 @@ def cancel_job(
     svc.queue(job_id).purge()
     job = update_job(state, job_id, now=now(), status=JobStatus.CANCELLED)
     _event(state, job_id, "cancelled", actor, now(), tasks=cancelled, slots=len(handles))
+    audit.record(
+        svc.store,
+        actor=actor,
+        action="job.cancel",
+        job_id=job_id,
+        at=now(),
+        detail={"tasks": cancelled, "slots": len(handles)},
+    )
     return ControlResult(job, True, {"tasks": cancelled, "slots": len(handles)})
 
 
@@ -150,11 +166,22 @@ def retry_failed(
     if job.status is not JobStatus.RUNNING:
         job = update_job(state, job_id, now=now(), status=JobStatus.RUNNING, message=None)
     _event(state, job_id, "retried", actor, now(), tasks=len(moved), classes=sorted(classes))
+    audit.record(
+        svc.store,
+        actor=actor,
+        action="job.retry",
+        job_id=job_id,
+        at=now(),
+        detail={"tasks": len(moved), "classes": sorted(classes)},
+    )
     return ControlResult(job, True, {"tasks": len(moved)})
 
 
 def active_slots(svc: Services, job_id: str) -> list[str]:
-    handles = [h for g in svc.state.list_task_groups(job_id) for h in g.handles]
+    from shardflow.coordinator.drive import FOLLOWUP_GROUP
+
+    groups = svc.state.list_task_groups(job_id)
+    handles = [h for g in groups if g.executor != FOLLOWUP_GROUP for h in g.handles]
     return [h for h, s in svc.executor.poll(handles).items() if s.is_active]
 
 
@@ -180,6 +207,14 @@ def purge_job(
     paths = LocalPaths(workspace, workspace / "scratch")
     shutil.rmtree(paths.job_log_dir(job_id), ignore_errors=True)
     shutil.rmtree(workspace / "scratch" / job_id, ignore_errors=True)
+    audit.record(
+        svc.store,
+        actor=actor,
+        action="job.purge",
+        job_id=job_id,
+        at=now(),
+        detail={"objects": removed, "slots_cancelled": len(running)},
+    )
     return ControlResult(job, True, {"objects": removed, "slots_cancelled": len(running)})
 
 
@@ -215,4 +250,7 @@ def recover_job(
     changed = report.changed or any(swept.values())
     if changed:
         _event(state, job_id, "recovered", actor, now(), **detail)
+        audit.record(
+            svc.store, actor=actor, action="job.recover", job_id=job_id, at=now(), detail=detail
+        )
     return ControlResult(job, changed, detail)

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shardflow.coordinator")
 
+# task groups of this executor name hold reconcile links (Slurm), not worker slots
+FOLLOWUP_GROUP = "slurm-reconcile"
+
 
 @dataclass
 class Services:
@@ -117,12 +120,12 @@ def _map_phase(
     policy = specs.retry_policy(cfg)
     queue = svc.queue(job_id)
     groups = state.list_task_groups(job_id)
-    handles = [h for g in groups for h in g.handles]
+    handles = [h for g in groups if g.executor != FOLLOWUP_GROUP for h in g.handles]
     while True:
         job = state.get_job(job_id)
         assert job is not None
         if job.status is JobStatus.CANCELLED or job.cancel_requested:
-            svc.executor.cancel(handles)
+            svc.executor.cancel([h for g in groups for h in g.handles])
             return job
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             return job

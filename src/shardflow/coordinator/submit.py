@@ -31,6 +31,8 @@ from shardflow.manifests import (
 from shardflow.models import Event, Job, JobStatus, Phase, Task, TaskStatus
 from shardflow.objectstore.base import ObjectStore
 from shardflow.queue.base import Queue
+from shardflow.security import audit
+from shardflow.security.redact import check_no_embedded_credentials, redact_config
 from shardflow.statestore.base import StateStore, update_job
 from shardflow.worker.env import task_message
 
@@ -88,6 +90,7 @@ def submit_job(
     now = clock()
     job_id = validate_id(job_id, "job id") if job_id else new_job_id(loaded.config.name, now)
     snapshot = job_snapshot(loaded, workspace)
+    check_no_embedded_credentials(snapshot["config"])
     job = Job(
         job_id=job_id,
         name=loaded.config.name,
@@ -106,6 +109,14 @@ def submit_job(
         )
     if created:
         state.append_event(Event(job_id, "submitted", now, actor(), {"name": job.name}))
+        audit.record(
+            store,
+            actor=actor(),
+            action="job.submit",
+            job_id=job_id,
+            at=now,
+            detail=audit.submission_detail(snapshot["config"]),
+        )
     job = existing
     layout = Layout(job_id)
     if job.status in (JobStatus.PENDING, JobStatus.SPLITTING):
@@ -146,6 +157,14 @@ def submit_job(
         state.append_event(
             Event(job_id, "dispatched", clock(), actor(), {"tasks": len(tasks), "new": registered})
         )
+        audit.record(
+            store,
+            actor=actor(),
+            action="job.dispatch",
+            job_id=job_id,
+            at=clock(),
+            detail={"tasks": len(tasks), "new": registered},
+        )
     else:
         plan = load_plan(store, layout)
     return Submission(job, created, plan)
@@ -177,7 +196,7 @@ def _split(
                 job_id=job.job_id,
                 name=job.name,
                 created_at=job.created_at,
-                config=dict(job.config),
+                config=redact_config(job.config),
                 inputs=inputs,
             )
         ),

@@ -1,0 +1,144 @@
+"""The reconcile chain: how a job submitted to Slurm finishes with nothing waiting on a
+login node.
+
+``shardflow submit`` starts the first slot arrays and a small follow-up job that runs
+``python -m shardflow.coordinator.chain --state URL --job ID`` after them
+(``--dependency=afterany``). Each link runs one :func:`step`: reconcile, then either
+aggregate (every task final), or start slots for the work left and submit the next link
+after them. A link that finds nothing to wait for (a paused job, or retries in backoff)
+waits a little and submits the next link without a dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shardflow.coordinator import specs
+from shardflow.coordinator.drive import (
+    FOLLOWUP_GROUP,
+    Services,
+    _work_ready,
+    finish,
+    open_services,
+    start_group,
+)
+from shardflow.coordinator.reconcile import iter_tasks, next_retry_at, reconcile
+from shardflow.errors import CorruptResultError
+from shardflow.models import JobStatus, Phase, TaskGroup, TaskStatus
+from shardflow.statestore.base import update_job
+
+log = logging.getLogger("shardflow.chain")
+
+FOLLOWUP = FOLLOWUP_GROUP
+
+
+def chain_argv(state_url: str, job_id: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "shardflow.coordinator.chain",
+        "--state",
+        state_url,
+        "--job",
+        job_id,
+    ]
+
+
+def slot_handles(svc: Services, job_id: str) -> list[str]:
+    """Handles of the job's worker slots (not of its reconcile links)."""
+    return [
+        h for g in svc.state.list_task_groups(job_id) if g.executor != FOLLOWUP for h in g.handles
+    ]
+
+
+def submit_next(svc: Services, job_id: str, after: list[str]) -> str | None:
+    """Queue the next link of the chain after ``after`` (Slurm only)."""
+    from shardflow.executors.slurm import SlurmExecutor
+
+    if not isinstance(svc.executor, SlurmExecutor):
+        return None
+    handle = svc.executor.submit_followup(job_id, chain_argv(svc.state.url, job_id), after)
+    groups = svc.state.list_task_groups(job_id)
+    svc.state.put_task_group(
+        TaskGroup(
+            job_id, f"r{len(groups) + 1:03d}", len(groups) + 1, 1, FOLLOWUP, (handle,), svc.clock()
+        )
+    )
+    return handle
+
+
+def step(svc: Services, job_id: str, *, sleep: Callable[[float], None] = time.sleep) -> str:
+    """One link: returns what it did (``finished``, ``chained``, ``waited`` or ``done``)."""
+    state = svc.state
+    job = state.get_job(job_id)
+    if job is None or job.status.is_final or job.cancel_requested:
+        return "done"
+    handles = slot_handles(svc, job_id)
+    alive = [h for h, s in svc.executor.poll(handles).items() if s.is_active]
+    dead = set()
+    if not alive:
+        dead = {t.lease_owner or "" for t in iter_tasks(state, job_id, TaskStatus.LEASED)}
+    report = reconcile(
+        state,
+        svc.queue(job_id),
+        job_id,
+        policy=specs.retry_policy(svc.cfg),
+        now=svc.clock,
+        dead_owners=dead,
+    )
+    if report.remaining == 0:
+        try:
+            finish(svc, job_id)
+            return "finished"
+        except CorruptResultError as exc:
+            log.error("%s; running those tasks again", exc)
+            update_job(state, job_id, now=svc.clock(), status=JobStatus.RUNNING, phase=Phase.MAP)
+            report = reconcile(
+                state, svc.queue(job_id), job_id, policy=specs.retry_policy(svc.cfg), now=svc.clock
+            )
+    if not job.paused and _work_ready(svc, job_id, report):
+        missing = specs.slot_count(svc.cfg, report.runnable or 1) - len(alive)
+        if missing > 0:
+            alive += start_group(svc, job, len(state.list_task_groups(job_id)) + 1, missing)
+    if alive:
+        submit_next(svc, job_id, alive)
+        return "chained"
+    due = next_retry_at(state, job_id)
+    wait = 60.0 if due is None else max(1.0, min(60.0, due - svc.clock()))
+    sleep(wait)
+    submit_next(svc, job_id, [])
+    return "waited"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shardflow.backends import AwsOptions, open_state_store
+    from shardflow.config import config_from_snapshot
+    from shardflow.observability.logging import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m shardflow.coordinator.chain")
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--endpoint-url", default=None)
+    parser.add_argument("--region", default=None)
+    args = parser.parse_args(argv)
+    configure_logging("INFO", json=True)
+    state = open_state_store(args.state, AwsOptions(args.endpoint_url, args.region))
+    job = state.get_job(args.job)
+    if job is None:
+        log.error("job %s not found in %s", args.job, args.state)
+        return 2
+    cfg = config_from_snapshot(job.config["config"])
+    svc = open_services(cfg, Path(str(job.config.get("workspace", ".shardflow"))))
+    svc.state = state
+    outcome = step(svc, args.job)
+    log.info("reconcile step for %s: %s", args.job, outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
