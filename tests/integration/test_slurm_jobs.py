@@ -75,6 +75,11 @@ def test_quickstart_on_slurm_gives_the_local_rows(
     groups = SqliteStateStore(slurm_dir / ".shardflow" / "state.db").list_task_groups("qs")
     assert all(g.executor == "slurm" for g in groups)
     assert all(h.isdigit() for g in groups for h in g.handles)  # Slurm array job ids
+    detail = run_json(["status", "qs", "--detail"], slurm_dir, check=0)["detail"]
+    states = detail["task_groups"][0]["slot_states"]
+    assert states
+    assert set(states.values()) <= {"DONE", "RUNNING", "PENDING"}
+    assert all(k.startswith(groups[0].handles[0] + "_") for k in states)
 
 
 def test_submit_returns_at_once_and_the_reconcile_chain_finishes(

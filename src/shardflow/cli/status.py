@@ -61,6 +61,9 @@ def _render_detail(d: dict[str, Any]) -> str:
             f"  group    {g['group']} (round {g['round']}): {g['slots']} {g['executor']} slot(s) "
             + " ".join(g["handles"][:8])
         )
+        states = g.get("slot_states") or {}
+        if states:
+            lines.append("           " + " ".join(f"{k}:{v}" for k, v in list(states.items())[:16]))
     for title, rows in (
         ("running", d["running"]),
         ("slowest", d["slowest"]),

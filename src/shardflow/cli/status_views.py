@@ -98,6 +98,7 @@ def detail(state: StateStore, job_id: str, now: float | None = None) -> dict[str
             "slots": g.slots,
             "executor": g.executor,
             "handles": list(g.handles),
+            "slot_states": slurm_slot_states(g.handles) if g.executor == "slurm" else {},
         }
         for g in state.list_task_groups(job_id)
     ]
@@ -118,6 +119,18 @@ def detail(state: StateStore, job_id: str, now: float | None = None) -> dict[str
         "failing": [task_row(t, now) for t in failing],
         "limits": rate_limits(state, job_id),
     }
+
+
+def slurm_slot_states(handles: Any) -> dict[str, str]:
+    """Each array element's state (``"123_4": "RUNNING"``); empty when Slurm is not there."""
+    from pathlib import Path
+
+    from shardflow.executors.slurm import SlurmExecutor, cluster_available
+
+    if not handles or not cluster_available():
+        return {}
+    states = SlurmExecutor(Path(".shardflow")).slot_states(list(handles))
+    return {k: v.value for k, v in states.items()}
 
 
 def rate_limits(state: StateStore, job_id: str) -> list[dict[str, Any]]:
