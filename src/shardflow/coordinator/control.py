@@ -91,16 +91,11 @@ def cancel_job(
         raise UsageError(f"job {job_id} already {job.status}; use `shardflow purge` to remove it")
     if not job.cancel_requested:
         job = update_job(state, job_id, now=now(), cancel_requested=True)
-    cancelled = 0
-    for status in (TaskStatus.PENDING, TaskStatus.RETRY_WAIT, TaskStatus.LEASED):
-        for task in list(iter_tasks(state, job_id, status)):
-            try:
-                transition_task(state, task, TaskStatus.CANCELLED, now=now(), lease_owner=None)
-                cancelled += 1
-            except ConflictError:
-                continue  # its worker moved it meanwhile: the next cancel pass catches it
     handles = [h for g in state.list_task_groups(job_id) for h in g.handles]
+    cancelled = _cancel_tasks(state, job_id, now)
     svc.executor.cancel(handles)
+    # a worker may have released its task (LEASED → PENDING) while it was being stopped
+    cancelled += _cancel_tasks(state, job_id, now)
     svc.queue(job_id).purge()
     job = update_job(state, job_id, now=now(), status=JobStatus.CANCELLED)
     _event(state, job_id, "cancelled", actor, now(), tasks=cancelled, slots=len(handles))
@@ -113,6 +108,24 @@ def cancel_job(
         detail={"tasks": cancelled, "slots": len(handles)},
     )
     return ControlResult(job, True, {"tasks": cancelled, "slots": len(handles)})
+
+
+def _cancel_tasks(state: StateStore, job_id: str, now: Callable[[], float]) -> int:
+    """Move every non-final task to CANCELLED, going over them until none is left (a task a
+    worker moved meanwhile is picked up again on the next pass)."""
+    cancelled = 0
+    for _ in range(20):
+        left = 0
+        for status in (TaskStatus.PENDING, TaskStatus.RETRY_WAIT, TaskStatus.LEASED):
+            for task in list(iter_tasks(state, job_id, status)):
+                try:
+                    transition_task(state, task, TaskStatus.CANCELLED, now=now(), lease_owner=None)
+                    cancelled += 1
+                except ConflictError:
+                    left += 1
+        if not left:
+            return cancelled
+    return cancelled
 
 
 def retry_failed(
