@@ -485,6 +485,10 @@ def test_defaults_match_the_design(tmp_path: Path) -> None:
         "results",
         "_key",
     )
-    assert (cfg.backends.executor, cfg.aggregate.fan_in, cfg.logging.level) == ("local", 512, "INFO")
+    assert (cfg.backends.executor, cfg.aggregate.fan_in, cfg.logging.level) == (
+        "local",
+        512,
+        "INFO",
+    )
     assert math.isclose(cfg.input.max_record_bytes, 2**20)
     assert JobConfig.model_fields["secrets"].description
