@@ -139,6 +139,7 @@ LEGAL_TASK = {
     (T.RETRY_WAIT, T.PENDING),
     (T.RETRY_WAIT, T.CANCELLED),
     (T.FAILED, T.PENDING),  # shardflow retry
+    (T.SUCCEEDED, T.PENDING),  # repair: the committed result failed verification
 }
 
 J = JobStatus

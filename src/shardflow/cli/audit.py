@@ -98,7 +98,7 @@ def verify_command(storage_url: str | None, expect_head: str | None, as_json: bo
         click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
     else:
         click.echo(f"audit log TAMPERED: {result.reason}")
-        click.echo(f"entries 0..{result.entries - 1} verified, up to head {result.head}")
+        click.echo(f"{result.entries} entries verified before it, up to head {result.head}")
         if result.first_bad_seq is not None:
             key = entry_key(result.first_bad_seq)
             click.echo(f"first bad entry: {result.first_bad_seq} ({store.uri(key)})")

@@ -53,6 +53,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Re-drive a stuck job and report what was done.",
     ),
     "logs": ("shardflow.cli.status", "logs", "Show a job's or a task's worker log."),
+    "limit": ("shardflow.cli.limit", "limit", "Show or change a job's rate limits while it runs."),
+    "doctor": (
+        "shardflow.cli.doctor",
+        "doctor",
+        "Check the AWS bucket, table and queues a job needs.",
+    ),
+    "dashboard": ("shardflow.cli.dashboard", "dashboard", "Serve the web dashboard on 127.0.0.1."),
+    "watch": (
+        "shardflow.cli.watch",
+        "watch",
+        "Check alert rules once or in a loop and send alerts.",
+    ),
+    "audit": ("shardflow.cli.audit", "audit", "Verify or show the tamper-evident audit log."),
 }
 
 

@@ -11,7 +11,14 @@ import click
 import orjson
 
 from shardflow.cli.common import fail, job_summary, load_config_or_exit
-from shardflow.errors import InputError, ShardflowError, UsageError
+from shardflow.errors import (
+    ConfigError,
+    InputError,
+    InvalidIdError,
+    NotFoundError,
+    ShardflowError,
+    UsageError,
+)
 
 job_file_arg = click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
 set_option = click.option(
@@ -52,7 +59,7 @@ def _submit(loaded: Any, svc: Any, job_id: str | None) -> Any:
             queue_for=svc.queue,
             workspace=svc.workspace,
         )
-    except (UsageError, InputError) as exc:
+    except (UsageError, InputError, InvalidIdError, ConfigError) as exc:
         fail(str(exc))
 
 
@@ -81,6 +88,9 @@ def run(job_file: Path, sets: tuple[str, ...], job_id: str | None, as_json: bool
     view = ProgressView()
     try:
         job = drive(svc, job_id, on_progress=view)
+    except NotFoundError as exc:
+        view.close()
+        fail(str(exc), code=1)
     except KeyboardInterrupt:
         view.close()
         click.echo(

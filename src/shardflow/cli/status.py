@@ -11,6 +11,7 @@ import orjson
 
 from shardflow.cli.common import fail, get_job_or_exit, job_summary, open_cli_state, state_option
 from shardflow.cli.status_views import complete_job_ids
+from shardflow.errors import ShardflowError
 from shardflow.models import TaskStatus
 
 
@@ -218,7 +219,10 @@ def logs(job_id: str, task_id: str | None, state_url: str | None) -> None:
         if not files:
             click.echo("no logs yet")
         return
-    validate_id(task_id, "task id")
+    try:
+        validate_id(task_id, "task id")
+    except ShardflowError as exc:
+        fail(str(exc))
     task = state.get_task(job.job_id, task_id)
     if task is None:
         fail(f"task {task_id} not found in job {job_id}")

@@ -57,13 +57,7 @@ def set_paused(
     job = update_job(state, job_id, now=now, paused=paused)
     _pause_buckets(state, job_id, paused, now)
     _event(state, job_id, "paused" if paused else "resumed", actor, now)
-    audit.record(
-        audit.open_job_store(job),
-        actor=actor,
-        action="job.pause" if paused else "job.resume",
-        job_id=job_id,
-        at=now,
-    )
+    audit.record_for_job(job, actor=actor, action="job.pause" if paused else "job.resume", at=now)
     return ControlResult(job, True)
 
 

@@ -7,6 +7,7 @@ the stores, so killing it and running it again with the same job id carries on.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from shardflow.backends import (
 )
 from shardflow.coordinator import specs
 from shardflow.coordinator.reconcile import ReconcileReport, next_retry_at, reconcile
-from shardflow.errors import CorruptResultError
+from shardflow.errors import CorruptResultError, NotFoundError
 from shardflow.executors.base import Executor, SlotSpec
 from shardflow.executors.local import worker_argv
 from shardflow.layout import Layout
@@ -123,7 +124,9 @@ def _map_phase(
     handles = [h for g in groups if g.executor != FOLLOWUP_GROUP for h in g.handles]
     while True:
         job = state.get_job(job_id)
-        assert job is not None
+        if job is None:
+            svc.executor.cancel(handles)
+            raise NotFoundError(f"job {job_id} was purged while it ran")
         if job.status is JobStatus.CANCELLED or job.cancel_requested:
             svc.executor.cancel([h for g in groups for h in g.handles])
             return job
@@ -214,7 +217,8 @@ def finish(svc: Services, job_id: str) -> Job:
             declared_schema=cfg.output.schema_ or None,
         ),
         split=specs.split_spec(cfg),
-        scratch=svc.workspace / "scratch" / job_id / "aggregate",
+        # per process: two coordinators of one job must not share (and delete) files
+        scratch=svc.workspace / "scratch" / job_id / f"aggregate-{os.getpid()}",
         now=svc.clock,
     )
     threshold = specs.failure_threshold(cfg)

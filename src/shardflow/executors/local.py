@@ -49,10 +49,14 @@ class LocalExecutor:
         return handles
 
     def poll(self, handles: Sequence[str]) -> dict[str, SlotState]:
+        """One state per slot. A slot stopped by a signal (SIGSTOP) counts as not active: it
+        does no work, its leases lapse, and another slot is started for its tasks."""
         states: dict[str, SlotState] = {}
         for handle in handles:
             proc = self._procs.get(handle)
-            if proc is not None:
+            if _stopped(handle):
+                states[handle] = SlotState.FAILED
+            elif proc is not None:
                 code = proc.poll()
                 if code is None:
                     states[handle] = SlotState.RUNNING
@@ -90,6 +94,15 @@ def _pid(handle: str) -> int | None:
     if prefix != "local" or not value.isdigit():
         return None
     return int(value)
+
+
+def _stopped(handle: str) -> bool:
+    pid = _pid(handle)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
 
 
 def _alive(handle: str) -> bool:

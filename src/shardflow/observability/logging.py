@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from shardflow.security.redact import RedactingFilter
+
 _FIELDS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("shardflow_log_fields")
 
 _COLOURS = {"DEBUG": "\x1b[2m", "INFO": "\x1b[36m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m"}
@@ -51,7 +53,8 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 body[key] = value
         if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
+            # RedactingFilter leaves the redacted traceback in exc_text
+            body["exc"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(body, default=str).decode()
 
 
@@ -68,7 +71,7 @@ class HumanFormatter(logging.Formatter):
             where = f" [{task}#{getattr(record, 'attempt', '?')}]"
         text = f"{stamp} {record.levelname:<7}{where} {record.getMessage()}"
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            text += "\n" + (record.exc_text or self.formatException(record.exc_info))
         if self.colour:
             return f"{_COLOURS.get(record.levelname, '')}{text}\x1b[0m"
         return text
@@ -88,6 +91,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json else HumanFormatter(colour=stream.isatty()))
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter())
     handler._shardflow = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
@@ -113,6 +117,7 @@ class TaskLogFile:
         )
         self.handler.setFormatter(JsonFormatter())
         self.handler.addFilter(ContextFilter())
+        self.handler.addFilter(RedactingFilter())
         self.handler.setLevel(level)
 
     def __enter__(self) -> TaskLogFile:

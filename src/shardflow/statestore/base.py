@@ -20,6 +20,7 @@ Counter names: ``tasks.<STATUS>`` for task counts, ``items.succeeded``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -127,12 +128,21 @@ def leasable(task: Task, now: float) -> bool:
 
 
 def lease_task(
-    store: StateStore, job_id: str, task_id: str, *, owner: str, ttl: float, now: float
+    store: StateStore,
+    job_id: str,
+    task_id: str,
+    *,
+    owner: str,
+    ttl: float,
+    now: float,
+    max_attempts: int | None = None,
 ) -> Task | None:
     """Lease a task for a new attempt; None if it is not leasable or another won.
 
     A LEASED task whose lease expired is taken over (its holder is presumed dead:
-    LEASED → PENDING → LEASED in one fenced write).
+    LEASED → PENDING → LEASED in one fenced write) — unless its attempts are spent
+    (``max_attempts``): then it FAILS as an infrastructure error instead, so a task that
+    keeps killing its workers never runs more often than the retry policy allows.
     """
     task = store.get_task(job_id, task_id)
     if task is None:
@@ -141,6 +151,18 @@ def lease_task(
         return None
     if task.status is TaskStatus.LEASED:
         check_transition(TaskStatus.LEASED, TaskStatus.PENDING)
+        if max_attempts is not None and task.attempts_used >= max_attempts:
+            # a refused write means someone else moved the task meanwhile: fine either way
+            with contextlib.suppress(ConflictError):
+                fail_task(
+                    store,
+                    task,
+                    now=now,
+                    error_class=ErrorClass.INFRASTRUCTURE,
+                    message=f"worker {task.lease_owner} lost (lease expired) "
+                    f"on attempt {task.attempt}; attempts spent",
+                )
+            return None
     try:
         return transition_task(
             store,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shardflow.errors import InvalidIdError
 from shardflow.faults import fault_point
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class Checkpoint:
     def __init__(self, task_dir: Path, attempt: int) -> None:
         self.task_dir = task_dir
         self.dir = task_dir / f"a{attempt:04d}"
+        if self.dir.is_symlink() or task_dir.is_symlink():
+            # scratch may be shared: never follow a link planted where a checkpoint goes
+            raise InvalidIdError(f"refusing checkpoint folder {self.dir}: it is a symlink")
         fresh = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True)
         if fresh:

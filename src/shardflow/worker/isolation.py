@@ -67,6 +67,9 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
     # the parent decides when to stop: a Ctrl-C or SIGTERM must not fail the item in flight
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from shardflow.observability.logging import configure_logging
+
+    configure_logging("INFO", json=True)  # the handler's own log lines, redacted like any
     class_rules = tuple(
         ClassRule(
             ErrorClass(r["error_class"]),

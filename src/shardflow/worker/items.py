@@ -8,12 +8,13 @@ class, exception type, message and a traceback excerpt.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shardflow.coordinator.retry import RetryPolicy
 from shardflow.errors import ClassRule, classify
 from shardflow.models import Batch, ErrorClass
+from shardflow.security.redact import Redactor
 from shardflow.worker.context import TaskContext
 from shardflow.worker.handler import LoadedHandler, Output, check_output
 from shardflow.worker.isolation import IsolatedHandler, RemoteItemError, alarm
@@ -47,6 +48,7 @@ class ItemRunner:
         attempt: int,
         sleep: Callable[[float], None],
         item_timeout: float | None = None,
+        secret_fields: Sequence[str] = (),
     ) -> None:
         # an isolated handler enforces the timeout itself (it can kill its process)
         self.item_timeout = None if isinstance(handler, IsolatedHandler) else item_timeout
@@ -60,6 +62,10 @@ class ItemRunner:
         self.task_id = task_id
         self.attempt = attempt
         self.sleep = sleep
+        # failure records are stored and shown: mask the job's secret fields of the
+        # failing record, secret environment values and credential patterns
+        self.secret_fields = tuple(secret_fields)
+        self.redactor = Redactor.from_environ()
 
     def run_item(
         self,
@@ -103,7 +109,7 @@ class ItemRunner:
             self.sleep(0.1)
             self._slow_item(chunk, batch, line, key, value, ctx, tries=1)
             return
-        chunk.failures.append(self.failure_record(batch, line, key, exc, cls))
+        chunk.failures.append(self.failure_record(batch, line, key, exc, cls, value))
         chunk.failed += 1
 
     def _slow_item(
@@ -130,7 +136,7 @@ class ItemRunner:
                 if self.policy.should_retry_item(cls, tries):
                     self.sleep(min(1.0, 0.05 * 2**tries))
                     continue
-                chunk.failures.append(self.failure_record(batch, line, key, exc, cls))
+                chunk.failures.append(self.failure_record(batch, line, key, exc, cls, value))
                 chunk.failed += 1
                 return
             self.add_output(chunk, key, out)
@@ -176,19 +182,28 @@ class ItemRunner:
         chunk.succeeded += 1
 
     def failure_record(
-        self, batch: Batch, line: int, key: str, exc: BaseException, cls: ErrorClass
+        self,
+        batch: Batch,
+        line: int,
+        key: str,
+        exc: BaseException,
+        cls: ErrorClass,
+        value: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The failure record of an item; ``value`` is the failing record, whose secret
+        fields are masked in the message and traceback."""
         if isinstance(exc, RemoteItemError):
             exc_type, tb = exc.exc_type, exc.tb
         else:
             exc_type, tb = type(exc).__qualname__, "".join(traceback.format_exception(exc)[-3:])
+        redact = self.redactor.for_record(value, self.secret_fields).redact
         return {
             "key": key,
             "kind": "failed",
             "error_class": cls.value,
             "exception": exc_type,
-            "message": str(exc)[:1000],
-            "traceback": tb[-2000:],
+            "message": redact(str(exc))[:1000],
+            "traceback": redact(tb)[-2000:],
             "attempt": self.attempt,
             "task_id": self.task_id,
             "source": batch.source,

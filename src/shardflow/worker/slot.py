@@ -169,6 +169,7 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
             owner=options.slot,
             ttl=env.lease_ttl,
             now=options.clock(),
+            max_attempts=env.policy.max_attempts,
         )
         if task is None:
             # final, held by a live lease, or waiting for its backoff: this delivery is

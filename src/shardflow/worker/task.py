@@ -138,6 +138,7 @@ class TaskAttempt:
             attempt=task.attempt,
             sleep=env.sleep,
             item_timeout=env.item_timeout,
+            secret_fields=env.job.config.get("config", {}).get("secrets", ()),
         )
         chunk = Chunk()
         last = ckpt.progress.last_ordinal
