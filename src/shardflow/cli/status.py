@@ -34,6 +34,12 @@ def _render(summary: dict[str, Any]) -> str:
         lines.append(
             f"  errors   {err['class']}: {err['tasks']} task(s), {err['items']} item(s){sample}"
         )
+    for lim in summary.get("limits", []):
+        lines.append(
+            f"  limit    {lim['name']}: {lim['rate']:g}/s burst {lim['burst']:g}, "
+            f"{lim['tokens']:.0f} tokens, {lim['leased']:.0f} leased, "
+            f"{lim['waiting_workers']} waiting" + (" (paused)" if lim["paused"] else "")
+        )
     if summary["output_uri"]:
         lines.append(f"  output   {summary['output_uri']}")
     if summary["message"]:
@@ -42,7 +48,7 @@ def _render(summary: dict[str, Any]) -> str:
 
 
 def _full_summary(state: Any, job_id: str) -> dict[str, Any]:
-    from shardflow.cli.status_views import errors_by_class
+    from shardflow.cli.status_views import errors_by_class, rate_limits
 
     job = get_job_or_exit(state, job_id)
     summary = job_summary(state, job)
@@ -52,6 +58,7 @@ def _full_summary(state: Any, job_id: str) -> dict[str, Any]:
     running = rate and left > 0 and not job.status.is_final
     summary["eta_seconds"] = round(left / rate, 1) if running else None
     summary["errors"] = errors_by_class(state, job_id, state.read_counters(job_id))
+    summary["limits"] = rate_limits(state, job_id)
     return summary
 
 
@@ -74,8 +81,6 @@ def _render_detail(d: dict[str, Any]) -> str:
             took = f"{r['seconds']:.1f}s" if r["seconds"] is not None else "-"
             err = f"  {r['error_class']}: {r['error']}" if r["error"] else ""
             lines.append(f"  {title:<8} {r['task_id']} attempt {r['attempt']} {took}{err}")
-    for lim in d["limits"]:
-        lines.append(f"  limit    {lim}")
     return "\n".join(lines)
 
 

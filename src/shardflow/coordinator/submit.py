@@ -135,6 +135,9 @@ def submit_job(
             )
             for b in plan.batches
         ]
+        from shardflow.ratelimit.control import configured_limits, ensure_buckets
+
+        ensure_buckets(state, job_id, configured_limits(job), clock())
         registered = state.register_tasks(tasks)
         dispatch_pending(state, queue_for(job_id), job_id)
         config = dict(job.config)

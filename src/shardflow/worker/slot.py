@@ -24,6 +24,7 @@ from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError
 from shardflow.layout import Layout, LocalPaths, validate_id
 from shardflow.models import Job
 from shardflow.observability.logging import configure_logging, set_log_fields
+from shardflow.ratelimit.client import make_limiter
 from shardflow.statestore.base import lease_task
 from shardflow.worker.handler import LoadedHandler, load_handler
 from shardflow.worker.task import TaskAttempt, WorkerEnv
@@ -82,6 +83,7 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
         item_timeout=float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None,
         output_compression="lz4",
         stop=options.stop,
+        limiter=make_limiter(state, job.job_id, list(cfg.rate_limits), owner=options.slot),
         clock=options.clock,
     )
 
