@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import resource
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from shardflow.objectstore.local import LocalObjectStore
 from shardflow.split.plan import split_input
 from shardflow.split.spec import SplitSpec
 from shardflow.testing.synthetic import write_jsonl
+from shardflow.worker.metrics import peak_rss_kb
 
 RECORDS = 2_000_000
 LIMIT_MB = 300
@@ -23,7 +23,7 @@ def split_and_measure(path: str, store_root: str) -> tuple[int, int, float]:
     result = split_input(
         spec, job_id="mem", store=LocalObjectStore(Path(store_root)), layout=Layout("mem"), now=0
     )
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_mb = peak_rss_kb() / 1024  # the spawned process's own peak, not its parent's
     return result.records, result.duplicates, peak_mb
 
 

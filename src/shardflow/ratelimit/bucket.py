@@ -154,7 +154,7 @@ class Grant:
     starts_in: float
     usable_for: float
     wait: float
-    reason: str = ""
+    reason: str = "granted"
 
 
 def grant(

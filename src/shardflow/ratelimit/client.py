@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from shardflow.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from shardflow.ratelimit import bucket as math_
+from shardflow.ratelimit.control import bucket_key
 from shardflow.statestore.base import StateStore
 from shardflow.worker.context import RateLimiter
 
@@ -109,8 +110,6 @@ class TokenClient(RateLimiter):
         period: float = math_.LEASE_PERIOD,
         rng: random.Random | None = None,
     ) -> None:
-        from shardflow.ratelimit.control import bucket_key
-
         self._state = state
         self._job_id = job_id
         self._owner = owner
