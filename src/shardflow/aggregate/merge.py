@@ -92,15 +92,29 @@ def merge_files(
     *,
     compression: str = "zstd",
     batch_rows: int = 65536,
+    group_rows: int = 131072,
 ) -> int:
-    """Stream ``paths`` in order into ``dest``; return the row count."""
+    """Stream ``paths`` in order into ``dest``; return the row count.
+
+    Batches are buffered until ``group_rows`` rows are held, so many small inputs make
+    a few large row groups (fast to write and to read back), not one group per input;
+    memory stays bounded by ``group_rows`` plus one batch.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = 0
+    rows = held = 0
+    buffer: list[pa.RecordBatch] = []
     with pq.ParquetWriter(dest, schema, compression=cast(Any, compression)) as writer:
         for path in paths:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                 if batch.num_rows:
-                    writer.write_batch(conform(batch, schema))
+                    buffer.append(conform(batch, schema))
+                    held += batch.num_rows
                     rows += batch.num_rows
+                if held >= group_rows:
+                    writer.write_table(pa.Table.from_batches(buffer, schema=schema))
+                    buffer, held = [], 0
+        if buffer:
+            writer.write_table(pa.Table.from_batches(buffer, schema=schema))
     return rows

@@ -127,6 +127,17 @@ def leasable(task: Task, now: float) -> bool:
     return False
 
 
+def lease_wait(task: Task, now: float) -> float | None:
+    """Seconds until a task that is not leasable now may become leasable: the rest of a
+    live lease (its holder may be dead) or of a retry's backoff; None when nothing will
+    make it leasable (final, or in a state no message should start)."""
+    if task.status is TaskStatus.LEASED and task.lease_expires_at is not None:
+        return max(0.0, task.lease_expires_at - now)
+    if task.status is TaskStatus.RETRY_WAIT and task.not_before is not None:
+        return max(0.0, task.not_before - now)
+    return None
+
+
 def lease_task(
     store: StateStore,
     job_id: str,

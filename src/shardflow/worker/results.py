@@ -1,4 +1,5 @@
-"""Writing an attempt's result and failure files (Parquet) from its checkpoint."""
+"""Writing an attempt's result and failure files (Parquet) from its checkpoint and the
+rows still in memory."""
 
 from __future__ import annotations
 
@@ -32,9 +33,15 @@ def failure_schema() -> pa.Schema:
 
 
 def write_results(
-    parts: Sequence[Path], dest: Path, key_column: str, *, compression: str = "zstd"
+    parts: Sequence[Path],
+    dest: Path,
+    key_column: str,
+    *,
+    compression: str = "zstd",
+    tail: tuple[list[dict[str, Any]], list[str]] = ([], []),
 ) -> list[str]:
-    """Concatenate checkpoint parts into one Parquet file, key column first.
+    """Concatenate checkpoint parts, then the ``tail`` rows (and their keys) still in
+    memory, into one Parquet file, key column first.
 
     Returns the column names. A task with no output rows writes an empty file with
     only the key column, so every committed task names a readable result.
@@ -42,9 +49,10 @@ def write_results(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from shardflow.worker.checkpoint import read_parts
+    from shardflow.worker.checkpoint import read_parts, rows_table
 
-    table = read_parts(parts)
+    rows, keys = tail
+    table = read_parts(parts, *([rows_table(rows, keys, key_column)] if rows else []))
     if table is None:
         table = pa.table({key_column: pa.array([], pa.string())})
     else:

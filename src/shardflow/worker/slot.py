@@ -24,8 +24,9 @@ from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError
 from shardflow.layout import Layout, LocalPaths, validate_id
 from shardflow.models import Job
 from shardflow.observability.logging import configure_logging, set_log_fields
+from shardflow.queue.base import SQS_MAX_DELAY_SECONDS
 from shardflow.ratelimit.client import make_limiter
-from shardflow.statestore.base import lease_task
+from shardflow.statestore.base import lease_task, lease_wait
 from shardflow.worker.handler import LoadedHandler, load_handler
 from shardflow.worker.task import TaskAttempt, WorkerEnv
 
@@ -174,9 +175,7 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
             max_attempts=env.policy.max_attempts,
         )
         if task is None:
-            # final, held by a live lease, or waiting for its backoff: this delivery is
-            # a duplicate (reconcile re-sends messages for expired leases and due retries)
-            env.queue.delete(message.receipt)
+            _set_aside(env, message.receipt, task_id, options.clock())
             continue
         outcome = TaskAttempt(env, task, message.receipt).run()
         log.info("task %s: %s", task_id, outcome)
@@ -184,3 +183,15 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
         if outcome == "released":
             return 0
     return 0
+
+
+def _set_aside(env: WorkerEnv, receipt: str, task_id: str, now: float) -> None:
+    """A delivery that could not lease its task. Final (or gone): a duplicate, deleted.
+    Held by a lease or waiting for its backoff: the message comes back when that ends,
+    so a task whose holder died needs no coordinator to be taken over."""
+    task = env.state.get_task(env.job.job_id, task_id)
+    wait = None if task is None else lease_wait(task, now)
+    if wait is None:
+        env.queue.delete(receipt)
+    else:
+        env.queue.extend(receipt, min(wait + 0.1, SQS_MAX_DELAY_SECONDS))

@@ -25,7 +25,7 @@ from shardflow.statestore.base import (
     release_task,
     retry_later,
 )
-from shardflow.worker.checkpoint import Checkpoint
+from shardflow.worker.checkpoint import Checkpoint, Progress
 from shardflow.worker.context import TaskContext
 from shardflow.worker.env import WorkerEnv, task_message
 from shardflow.worker.items import Chunk, ItemRunner
@@ -149,12 +149,13 @@ class TaskAttempt:
         stopped = False
         batch_id, per_batch, run_item = batch.batch_id, env.handler.per_batch, items.run_item
         every, interval, clock = env.checkpoint_every, env.checkpoint_interval, env.clock
+        mask = 255 if every >= 1024 else 15  # a small checkpoint_every is kept closely
         # the common case (a per-item function, no timeout) is inlined: this loop runs
         # once per item, so every call and attribute lookup saved here counts
         fast, process = items.item_timeout is None and not per_batch, items.process
         for rec in iter_batch(batch, spec=env.spec, store=env.store, start_after=last):
-            # the stop flag and the clock are looked at every 256 items, not every item
-            if not count & 255 and count:
+            # the stop flag and the clock are looked at every `mask + 1` items, not every item
+            if not count & mask and count:
                 if self._should_stop():
                     stopped = True
                     break
@@ -200,10 +201,12 @@ class TaskAttempt:
             else:
                 run_item(chunk, batch, rec.line, key, value, ctx)
         items.run_pending(chunk, batch, pending, ctx)
-        self._flush(ckpt, chunk, last)
         if stopped:
+            self._flush(ckpt, chunk, last)
             return self._stop_attempt(ckpt)
-        return self._publish(ckpt)
+        # the last chunk goes from memory into the result: checkpointing it would only
+        # write, fsync and read back rows that are about to be published anyway
+        return self._publish(ckpt, chunk)
 
     def _should_stop(self) -> bool:
         return self.env.stop.is_set() or self.keeper.lost.is_set()
@@ -248,19 +251,31 @@ class TaskAttempt:
         env.queue.extend(self.receipt, 0)
         return "released"
 
-    def _publish(self, ckpt: Checkpoint) -> str:
+    def _publish(self, ckpt: Checkpoint, tail: Chunk) -> str:
         env, task = self.env, self.task
         if self.keeper.lost.is_set():
             ckpt.close()
             return "lost"
-        progress = ckpt.progress
+        saved = ckpt.progress
+        progress = Progress(
+            saved.last_ordinal,
+            saved.rows + len(tail.rows),
+            saved.succeeded + tail.succeeded,
+            saved.failed + tail.failed,
+            saved.rejected + tail.rejected,
+            saved.chunks,
+        )
         scratch = ckpt.dir
         result_key = env.layout.result(task.task_id, task.attempt)
         result_file = scratch / "result.parquet"
         columns = write_results(
-            ckpt.part_paths(), result_file, env.key_column, compression=env.output_compression
+            ckpt.part_paths(),
+            result_file,
+            env.key_column,
+            compression=env.output_compression,
+            tail=(tail.rows, tail.keys),
         )
-        failures = ckpt.failure_records()
+        failures = ckpt.failure_records() + tail.failures
         failures_key = env.layout.failures(task.task_id, task.attempt) if failures else None
         fault_point("mid_upload")
         put = env.store.put_file(result_key, result_file)
