@@ -263,7 +263,10 @@ class WorkerConfig(_Section):
     checkpoint_every: int = Field(
         default=20000,
         ge=1,
-        description="Checkpoint after this many items (checked every 256 items, every 16 below 1,024); a task that ends before its first checkpoint writes none.",
+        description=(
+            "Checkpoint after this many items (checked every 256 items, every 16 below"
+            " 1,024); a task that ends before its first checkpoint writes none."
+        ),
     )
     checkpoint_interval: Duration = Field(
         default=5.0,

@@ -24,9 +24,9 @@ from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError
 from shardflow.layout import Layout, LocalPaths, validate_id
 from shardflow.models import Job
 from shardflow.observability.logging import configure_logging, set_log_fields
-from shardflow.queue.base import SQS_MAX_DELAY_SECONDS
+from shardflow.queue.base import SQS_MAX_DELAY_SECONDS, Queue
 from shardflow.ratelimit.client import make_limiter
-from shardflow.statestore.base import lease_task, lease_wait
+from shardflow.statestore.base import StateStore, lease_task, lease_wait
 from shardflow.worker.handler import LoadedHandler, load_handler
 from shardflow.worker.task import TaskAttempt, WorkerEnv
 
@@ -175,7 +175,9 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
             max_attempts=env.policy.max_attempts,
         )
         if task is None:
-            _set_aside(env, message.receipt, task_id, options.clock())
+            set_aside(
+                env.state, env.queue, env.job.job_id, message.receipt, task_id, options.clock()
+            )
             continue
         outcome = TaskAttempt(env, task, message.receipt).run()
         log.info("task %s: %s", task_id, outcome)
@@ -185,13 +187,15 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
     return 0
 
 
-def _set_aside(env: WorkerEnv, receipt: str, task_id: str, now: float) -> None:
+def set_aside(
+    state: StateStore, queue: Queue, job_id: str, receipt: str, task_id: str, now: float
+) -> None:
     """A delivery that could not lease its task. Final (or gone): a duplicate, deleted.
     Held by a lease or waiting for its backoff: the message comes back when that ends,
     so a task whose holder died needs no coordinator to be taken over."""
-    task = env.state.get_task(env.job.job_id, task_id)
+    task = state.get_task(job_id, task_id)
     wait = None if task is None else lease_wait(task, now)
     if wait is None:
-        env.queue.delete(receipt)
+        queue.delete(receipt)
     else:
-        env.queue.extend(receipt, min(wait + 0.1, SQS_MAX_DELAY_SECONDS))
+        queue.extend(receipt, min(wait + 0.1, SQS_MAX_DELAY_SECONDS))
