@@ -334,3 +334,70 @@ def test_moto_cli_purges_and_dashboard_never_deletes(enforced: MotoWorld) -> Non
     assert _allowed(lambda: cli_sqs.purge_queue(QueueUrl=job_queue))
     assert _allowed(lambda: cli_ddb.delete_item(TableName=table, Key=key))
     assert _allowed(lambda: cli_s3.delete_object(Bucket=bucket, Key=batch))
+
+
+# --- the audit log: appended by coordinator, cli and dashboard, never by a worker ---------
+
+AUDIT_WRITERS = ("coordinator", "cli", "dashboard")
+
+
+def _role_store(world: MotoWorld, role: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The S3ObjectStore at s3://bucket/shardflow, signing with the role's credentials
+    (the audit code path itself: HEAD probes, a GET of the previous entry, create-only PUT)."""
+    from shardflow.aws import AwsSettings
+    from shardflow.objectstore.s3 import S3ObjectStore
+
+    key, secret = world.keys[role]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = AwsSettings(region=REGION, endpoint_url=world.endpoint, max_attempts=1)
+    return S3ObjectStore(world.names["bucket"], "shardflow", settings=settings)
+
+
+@pytest.mark.parametrize("role", AUDIT_WRITERS)
+def test_moto_coordinator_cli_and_dashboard_append_audit_entries_but_never_delete_them(
+    enforced: MotoWorld, role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardflow.errors import StoreError
+    from shardflow.security.audit import entry_key, record, verify
+
+    store = _role_store(enforced, role, monkeypatch)
+    try:
+        first = record(store, actor=f"{role}:test", action="job.pause", job_id="job-a")
+        second = record(store, actor=f"{role}:test", action="job.resume", job_id="job-a")
+        assert (second.seq, second.prev_hash) == (first.seq + 1, first.hash)
+        assert verify(store).ok  # listing and reading the whole log
+        with pytest.raises(StoreError, match="AccessDenied"):
+            store.delete(entry_key(first.seq))
+        assert store.head(entry_key(first.seq)) is not None
+    finally:
+        store.close()
+
+
+def test_moto_worker_can_neither_write_nor_delete_the_audit_log(
+    enforced: MotoWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardflow.errors import StoreError
+    from shardflow.security.audit import entry_key, record
+
+    s3 = enforced.client("s3", "worker")
+    bucket = enforced.names["bucket"]
+    existing = f"shardflow/{entry_key(0)}"
+    enforced.set_auth("inf")  # an entry to aim at, written as the administrator
+    try:
+        enforced.client("s3").put_object(Bucket=bucket, Key=existing, Body=b"{}\n")
+    finally:
+        enforced.set_auth("0")
+    forged = f"shardflow/{entry_key(999_999)}"
+    assert not _allowed(lambda: s3.put_object(Bucket=bucket, Key=forged, Body=b"{}\n"))
+    assert not _allowed(lambda: s3.put_object(Bucket=bucket, Key=existing, Body=b"{}\n"))
+    assert not _allowed(lambda: s3.delete_object(Bucket=bucket, Key=existing))
+    assert not _allowed(lambda: s3.get_object(Bucket=bucket, Key=existing))
+    store = _role_store(enforced, "worker", monkeypatch)
+    try:
+        with pytest.raises(StoreError):
+            record(store, actor="worker", action="job.cancel", job_id="job-a")
+    finally:
+        store.close()

@@ -251,6 +251,42 @@ def test_list_bucket_is_limited_to_the_data_prefix(role: str) -> None:
     assert decide(outside, policy) == "ImplicitDeny"
 
 
+AUDIT_ENTRY = f"{DATA}/audit/000000000007.json"
+
+
+@pytest.mark.parametrize("role", ["coordinator", "cli", "dashboard"])
+def test_audit_log_is_appended_and_read_but_never_deleted_or_tagged(role: str) -> None:
+    policy = _policy(role)
+
+    def call(action: str, resource: str = AUDIT_ENTRY, **context: Any) -> str:
+        return decide(Request(action, resource, context={**TLS, **context}), policy)
+
+    assert call("s3:PutObject") == "Allow"
+    assert call("s3:GetObject") == "Allow"  # the previous entry's hash, to chain after it
+    # the next entry is found by HEAD requests, and a missing one must read as 404: S3
+    # decides that by ListBucket with s3:prefix set to the key
+    assert call("s3:ListBucket", BUCKET, **{"s3:prefix": "shardflow/audit/000000000008.json"}) == (
+        "Allow"
+    )
+    assert call("s3:ListBucket", BUCKET, **{"s3:prefix": "shardflow/audit/"}) == "Allow"
+    # create-only: no delete, and no tag (the lifecycle rule expires objects tagged temp)
+    for action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging"):
+        assert call(action) != "Allow", action
+    assert call("s3:PutObject", f"{BUCKET}/audit/000000000007.json") == "ImplicitDeny"
+
+
+def test_worker_can_neither_write_nor_read_the_audit_log() -> None:
+    call = _worker("job-a")
+    assert call("s3:PutObject", AUDIT_ENTRY) == "Deny"
+    assert call("s3:DeleteObject", AUDIT_ENTRY) == "Deny"
+    assert call("s3:DeleteObjectVersion", AUDIT_ENTRY) == "Deny"
+    assert call("s3:PutObjectTagging", AUDIT_ENTRY) == "ImplicitDeny"
+    assert call("s3:GetObject", AUDIT_ENTRY) == "ImplicitDeny"
+    assert _worker(None)("s3:PutObject", AUDIT_ENTRY) == "Deny"
+    listing = _worker("job-a", **{"s3:prefix": "shardflow/audit/"})
+    assert listing("s3:ListBucket", BUCKET) == "ImplicitDeny"
+
+
 def test_input_buckets_are_read_only() -> None:
     extra = "arn:aws:s3:::acme-raw"
     for role in ("coordinator", "worker"):

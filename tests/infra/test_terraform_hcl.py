@@ -27,6 +27,8 @@ from tests.infra import (
     JOB_TAG,
     POLICY_DIR,
     TERRAFORM_DIR,
+    Request,
+    decide,
     iter_statements,
     placeholders,
     policy_vars,
@@ -314,6 +316,36 @@ def test_worker_policy_is_bound_to_its_job_and_never_deletes() -> None:
         assert bound, f"{statement['Sid']} is not bound to the job tag"
     writes = next(s for s in iter_statements(policy) if s["Sid"] == "WriteOwnJobResultsAndLogs")
     assert all(r.endswith(("/results/*", "/logs/*")) for r in _resources(writes))
+
+
+def test_audit_log_is_create_only_and_out_of_the_workers_reach() -> None:
+    """docs/security.md: coordinator, cli and dashboard append to ``audit/`` (put, and get
+    to chain); no role may delete or tag an entry; the worker is denied writing it."""
+    entry = "arn:aws:s3:::sf-data/shardflow/audit/000000000000.json"
+    for role in ROLES:
+        policy = render_policy(role, policy_vars())
+        statements = {s["Sid"]: s for s in iter_statements(policy)}
+        writes = role != "worker"
+        if writes:
+            append = statements["AppendAuditLog"]
+            assert append["Effect"] == "Allow"
+            assert sorted(_actions(append)) == ["s3:GetObject", "s3:PutObject"]
+            assert _resources(append) == ["arn:aws:s3:::sf-data/shardflow/audit/*"]
+        else:
+            deny = statements["NeverWriteAuditLog"]
+            assert deny["Effect"] == "Deny"
+            assert {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"} <= set(
+                _actions(deny)
+            )
+        context = {JOB_TAG: "job-a"}
+        assert (decide(Request("s3:PutObject", entry, context=context), policy) == "Allow") is (
+            writes
+        )
+        for action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging"):
+            assert decide(Request(action, entry, context=context), policy) != "Allow", (
+                role,
+                action,
+            )
 
 
 def test_iam_module_feeds_every_template_placeholder() -> None:

@@ -607,3 +607,60 @@ def test_limit_set_and_show_on_a_sqlite_state(tmp_path: Path) -> None:
     assert worse.exit_code == 2
     assert "expected a rate" in worse.output
     store.close()
+
+
+def test_limit_set_on_a_submitted_job_is_recorded_in_the_audit_log(tmp_path: Path) -> None:
+    """A real embedded job (local store, SQLite state) and the real command line: each
+    `limit set` that changes the limit appends one `limit.set` entry with the actor, the
+    job, the limit and its rate and burst before and after, and the chain still verifies."""
+    from shardflow.testing.synthetic import write_jsonl
+    from tests.e2e.helpers import run_json, shardflow, write_job
+
+    write_jsonl(tmp_path / "in.jsonl", 20, seed=1)
+    handlers = Path(__file__).parents[1] / "e2e" / "handlers_e2e.py"
+    job = write_job(
+        tmp_path / "job.yaml",
+        f"""
+name: limit-audit
+handler: {handlers}:enrich
+input: {{path: in.jsonl, id_field: id}}
+batching: {{records: 10}}
+rate_limits:
+  geo_api: {{rate: 50/s, burst: 100}}
+""",
+    )
+    shardflow(["submit", str(job), "--job-id", "lim1"], tmp_path, check=0)
+    changed = run_json(
+        ["limit", "set", "lim1", "geo_api", "3000/min", "--burst", "40"], tmp_path, check=0
+    )
+    assert (changed["rate"], changed["burst"]) == (50.0, 40.0)
+    shardflow(["limit", "set", "lim1", "geo_api", "20/s"], tmp_path, check=0)
+    shardflow(["limit", "set", "lim1", "geo_api", "20/s"], tmp_path, check=0)  # no change
+
+    shown = shardflow(["audit", "show", "--job", "lim1", "--json"], tmp_path, check=0)
+    entries = orjson.loads(shown.stdout)
+    assert [e["action"] for e in entries] == [
+        "job.submit",
+        "job.dispatch",
+        "limit.set",
+        "limit.set",
+    ]
+    submitter = entries[0]["actor"]
+    first, second = entries[2:]
+    assert first["actor"] == second["actor"] == f"cli:{submitter}"
+    assert first["job_id"] == second["job_id"] == "lim1"
+    assert first["detail"] == {
+        "limit": "geo_api",
+        "before": {"rate": 50.0, "burst": 100.0},
+        "after": {"rate": 50.0, "burst": 40.0},
+    }
+    assert second["detail"] == {
+        "limit": "geo_api",
+        "before": {"rate": 50.0, "burst": 40.0},
+        "after": {"rate": 20.0, "burst": 40.0},
+    }
+    assert second["prev_hash"] == first["hash"]
+
+    verified = run_json(["audit", "verify"], tmp_path, check=0)
+    assert (verified["ok"], verified["entries"]) == (True, 4)
+    assert verified["head"] == second["hash"]

@@ -45,7 +45,8 @@ def set_command(
     job_id: str, name: str, rate: str, burst: int | None, state_url: str | None, as_json: bool
 ) -> None:
     """Set limit NAME of JOB_ID to RATE (50/s, 3000/min, 10/h); workers follow within
-    one lease period (5 s). The change survives a re-submit of the job.
+    one lease period (5 s). The change survives a re-submit of the job and is recorded
+    in the job's events and in the audit log (`shardflow audit show`).
 
     \b
     Example:

@@ -5,13 +5,15 @@ bucket keyed ``{job_id}/{name}``. Every change is a compare-and-set on the bucke
 retried on conflict with the workers that write the same row, and settles the bucket
 first (:func:`shardflow.ratelimit.bucket.settle`), so no token accrued at the old rate
 is lost or invented. ``submit`` calls :func:`ensure_buckets`; ``shardflow limit set``
-calls :func:`set_limit`; ``shardflow pause``/``resume`` call :func:`set_paused`; the
+calls :func:`set_limit` (which, given an actor, records a ``limit_set`` event and a
+``limit.set`` audit entry); ``shardflow pause``/``resume`` call :func:`set_paused`; the
 status calls :func:`limit_usage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 import time
@@ -23,9 +25,12 @@ from shardflow.layout import validate_id
 from shardflow.models import Event, Job
 from shardflow.ratelimit import bucket as math_
 from shardflow.ratelimit.base import BucketState
+from shardflow.security import audit
 from shardflow.statestore.base import StateStore
 
 _TRIES = 50
+
+log = logging.getLogger("shardflow.ratelimit")
 
 
 def bucket_key(job_id: str, name: str) -> str:
@@ -101,7 +106,9 @@ def set_limit(
 
     Raises UsageError if the job does not exist or does not configure ``name``, and
     ValueError for a rate or burst out of range. With ``actor``, records a
-    ``limit_set`` event. A bucket the submit did not create yet is created.
+    ``limit_set`` event and, when the rate or burst changed, a ``limit.set`` audit entry
+    (as pause and resume do: StoreError if the store refuses it, after the change was
+    made). A bucket the submit did not create yet is created.
     """
     job = _job(state, job_id)
     limits = configured_limits(job)
@@ -111,7 +118,10 @@ def set_limit(
     math_.check_limit(rate, 1.0 if burst is None else burst)
     key = bucket_key(job_id, name)
 
+    replaced: list[BucketState | None] = []  # what each try read; the last one won
+
     def change(current: BucketState | None) -> BucketState:
+        replaced.append(current)
         if current is None:
             new_burst = limits[name][1] if burst is None else burst
             return math_.new_bucket(key, rate, new_burst, now, paused=job.paused)
@@ -123,7 +133,33 @@ def set_limit(
     if actor:
         detail = {"limit": name, "rate": rate, "burst": result.burst}
         state.append_event(Event(job_id, "limit_set", now, actor, detail))
+        _audit_change(job, name, replaced[-1], result, actor=actor, now=now)
     return result
+
+
+def _audit_change(
+    job: Job,
+    name: str,
+    before: BucketState | None,
+    after: BucketState,
+    *,
+    actor: str,
+    now: float,
+) -> None:
+    """Append the ``limit.set`` audit entry of a change, in the store the job's config
+    snapshot names; nothing when neither rate nor burst moved (control commands record
+    only what changed something). A job without a snapshot is logged, as pause does."""
+    old = None if before is None else {"rate": before.rate, "burst": before.burst}
+    new = {"rate": after.rate, "burst": after.burst}
+    if old == new:
+        return
+    store = audit.open_job_store(job)
+    if store is None:
+        log.warning("job %s has no config snapshot: limit.set is not in the audit log", job.job_id)
+        return
+    audit.record_limit_change(
+        store, actor=actor, job_id=job.job_id, name=name, before=old, after=new, at=now
+    )
 
 
 def set_paused(

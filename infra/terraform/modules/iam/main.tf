@@ -3,6 +3,9 @@
 #   worker       one job only, bound by the session tag shardflow-job
 #   cli          operators: read everything, control and purge jobs
 #   dashboard    read everything, control jobs, never delete
+# The audit log ({data_prefix}/audit/) is create-only: coordinator, cli and dashboard
+# append to it (s3:PutObject, and s3:GetObject to chain after the previous entry), no
+# role may delete or tag an entry, and the worker policy denies writing it.
 # The worker role serves every job: the coordinator assumes it with the session tag
 # shardflow-job={job_id}, and the worker policy resolves ${aws:PrincipalTag/shardflow-job}
 # in its resource ARNs and dynamodb:LeadingKeys condition.
