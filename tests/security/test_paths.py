@@ -100,6 +100,25 @@ def test_a_symlink_planted_in_the_store_is_not_followed(tmp_path: Path) -> None:
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
 
 
+def test_a_symlink_planted_as_an_object_in_a_folder_already_used_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    # folders above objects are checked once and remembered: the object's own name is
+    # still checked on every call
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("private", encoding="utf-8")
+    store = LocalObjectStore(tmp_path / "store")
+    store.put_bytes("jobs/j1/a.json", b"{}")
+    assert store.get_bytes("jobs/j1/a.json") == b"{}"
+    os.symlink(outside / "secret.txt", store.root / "jobs" / "j1" / "b.json")
+    with pytest.raises(ValueError):
+        store.get_bytes("jobs/j1/b.json")
+    with pytest.raises(ValueError):
+        store.put_bytes("jobs/j1/b.json", b"{}")
+    assert (outside / "secret.txt").read_text(encoding="utf-8") == "private"
+
+
 @pytest.mark.parametrize("depth", ["job", "task"])
 def test_a_symlink_planted_in_scratch_is_not_followed(tmp_path: Path, depth: str) -> None:
     outside = tmp_path / "outside"

@@ -13,6 +13,7 @@ from shardflow.objectstore.base import ObjectStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +42,24 @@ def fetch(store: ObjectStore, item: Input, scratch: Path, name: str = "") -> Pat
     return dest
 
 
+def read_footers(paths: Sequence[Path]) -> list[pq.FileMetaData]:
+    """Each input's Parquet footer, read once: the schema comes from it and
+    :func:`merge_files` opens the file with it instead of parsing the footer again."""
+    import pyarrow.parquet as pq
+
+    return [pq.read_metadata(p) for p in paths]
+
+
 def unified_schema(
-    paths: Sequence[Path], key_column: str | None, declared: Mapping[str, str] | None = None
+    footers: Sequence[pq.FileMetaData],
+    key_column: str | None,
+    declared: Mapping[str, str] | None = None,
 ) -> pa.Schema:
     """One schema for all inputs: the declared one, else the inputs' schemas unified
     (types promoted, never a column dropped), key column first."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    schemas = [pq.read_schema(p) for p in paths]
+    schemas = [f.schema.to_arrow_schema() for f in footers]
     schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
     if declared:
         fields = []
@@ -93,6 +103,7 @@ def merge_files(
     compression: str = "zstd",
     batch_rows: int = 65536,
     group_rows: int = 131072,
+    footers: Sequence[pq.FileMetaData] | None = None,
 ) -> int:
     """Stream ``paths`` in order into ``dest``; return the row count.
 
@@ -106,8 +117,9 @@ def merge_files(
     rows = held = 0
     buffer: list[pa.RecordBatch] = []
     with pq.ParquetWriter(dest, schema, compression=cast(Any, compression)) as writer:
-        for path in paths:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        for n, path in enumerate(paths):
+            source = pq.ParquetFile(path, metadata=footers[n] if footers else None)
+            for batch in source.iter_batches(batch_size=batch_rows):
                 if batch.num_rows:
                     buffer.append(conform(batch, schema))
                     held += batch.num_rows

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from shardflow.aggregate.finalize import convert_output
-from shardflow.aggregate.merge import Input, fetch, merge_files, unified_schema
+from shardflow.aggregate.merge import Input, fetch, merge_files, read_footers, unified_schema
 from shardflow.aggregate.plan import plan_tree
 from shardflow.errors import ChecksumMismatchError, CorruptResultError, NotFoundError
 from shardflow.faults import fault_point
@@ -185,14 +185,21 @@ def build_tree(
                 fetch(store, child, scratch, f"in-{node.level}-{node.index}-{n}.parquet")
                 for n, child in enumerate(children)
             ]
-            schema = unified_schema(paths, spec.key_column, spec.declared_schema)
+            footers = read_footers(paths)
+            schema = unified_schema(footers, spec.key_column, spec.declared_schema)
             if not paths:
                 import pyarrow as pa
 
                 schema = pa.schema([(spec.key_column, pa.string())])
             out = scratch / f"node-{node.level}-{node.index}.parquet"
             final = node.level == len(levels)
-            rows = merge_files(paths, out, schema, compression=spec.compression if final else "lz4")
+            rows = merge_files(
+                paths,
+                out,
+                schema,
+                compression=spec.compression if final else "lz4",
+                footers=footers,
+            )
             put = store.put_file(layout.aggregate_node(node.level, node.index), out)
             marker = AggregateMarker(
                 job_id=layout.job_id,
