@@ -222,20 +222,34 @@ def _scalar(tp: Any, value: Any, where: str) -> Any:
     raise _fail(where, tp.__name__, value)
 
 
+_SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+
+
+def _shape(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``typing.get_origin`` and ``get_args`` of ``tp``, remembered (every field of
+    every manifest decoded asks again)."""
+    shape = _SHAPES.get(tp)
+    if shape is None:
+        shape = _SHAPES[tp] = (typing.get_origin(tp), typing.get_args(tp))
+    return shape
+
+
 def _convert(tp: Any, value: Any, where: str, *, decoding: bool) -> Any:
     """``value`` checked against ``tp``: JSON form → model (decoding) or back."""
     if tp is Any:
         return value
-    origin = typing.get_origin(tp)
+    if tp is int or tp is float or tp is bool or tp is str:
+        return _scalar(tp, value, where)
+    origin, type_args = _shape(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        args = [a for a in type_args if a is not type(None)]
         if value is None:
             return None
         return _convert(args[0], value, where, decoding=decoding)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise _fail(where, "a list", value)
-        item_types = typing.get_args(tp)
+        item_types = type_args
         types_ = [item_types[0]] * len(value) if item_types[-1] is Ellipsis else list(item_types)
         if len(types_) != len(value):
             raise _fail(where, f"{len(types_)} items", value)
@@ -247,7 +261,7 @@ def _convert(tp: Any, value: Any, where: str, *, decoding: bool) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise _fail(where, "an object with string keys", value)
-        (_key_type, value_type) = typing.get_args(tp)
+        (_key_type, value_type) = type_args
         return {
             k: _convert(value_type, v, f"{where}.{k}", decoding=decoding) for k, v in value.items()
         }
