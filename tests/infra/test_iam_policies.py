@@ -122,7 +122,7 @@ class MotoWorld:
         for job in ("job-a", "job-b"):
             ddb.put_item(TableName=n["table"], Item={"PK": {"S": f"JOB#{job}"}, "SK": {"S": "JOB"}})
         sqs = self.client("sqs")
-        queues = [f"{n['queues']}-{job}{dlq}" for job in ("job-a", "job-b") for dlq in ("", "-dlq")]
+        queues = [f"{n['queues']}-{job}{dlq}" for job in ("job-a", "job-b") for dlq in ("", "-DLQ")]
         for name in (*queues, n["control"]):
             sqs.create_queue(QueueName=name)
         iam = self.client("iam")
@@ -263,7 +263,7 @@ def test_moto_worker_queue_state_and_sessions(enforced: MotoWorld) -> None:
     assert not _allowed(lambda: sqs.delete_queue(QueueUrl=own))
     # the dead-letter queue is the coordinator's to read (the worker may only look it up,
     # which moto cannot show: it authorizes GetQueueUrl against "*")
-    own_dlq = enforced.queue_url(f"{enforced.names['queues']}-job-a-dlq")
+    own_dlq = enforced.queue_url(f"{enforced.names['queues']}-job-a-DLQ")
     assert not _allowed(lambda: sqs.receive_message(QueueUrl=own_dlq))
     assert not _allowed(lambda: sqs.create_queue(QueueName=f"{enforced.names['queues']}-job-a"))
     # moto checks only the action for DynamoDB; LeadingKeys is covered by the evaluator tests

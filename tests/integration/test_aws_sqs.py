@@ -54,6 +54,24 @@ def test_queues_are_encrypted_with_a_redrive_policy(q: SqsQueue, sqs_prefix: str
     assert redrive["deadLetterTargetArn"] == dlq["Attributes"]["QueueArn"]
 
 
+def test_a_job_named_like_a_dead_letter_queue_gets_queues_of_its_own(
+    q: SqsQueue, sqs_prefix: str, aws_settings: AwsSettings
+) -> None:
+    other = open_sqs_queue(
+        f"sqs://{sqs_prefix}",
+        f"{JOB}-dlq",
+        endpoint_url=aws_settings.endpoint_url,
+        region=aws_settings.region,
+    )
+    try:
+        assert {other.queue_url, other.dlq_url}.isdisjoint({q.queue_url, q.dlq_url})
+        other.send("for job-a-dlq")
+        assert q.dead_letters() == []  # nothing reaches job-a's dead letters
+    finally:
+        other.delete_queues()
+        other.close()
+
+
 def test_reopening_with_another_max_receives_updates_the_policy(
     q: SqsQueue, sqs_prefix: str, aws_settings: AwsSettings
 ) -> None:

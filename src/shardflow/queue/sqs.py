@@ -1,6 +1,7 @@
 """SqsQueue: the Queue port on Amazon SQS, one standard queue (and its DLQ) per job.
 
-Queues are named ``{prefix}-{job}`` and ``{prefix}-{job}-dlq``; the first is created
+Queues are named ``{prefix}-{job}`` and ``{prefix}-{job}-DLQ`` (upper case: no job id can
+end so); the first is created
 with a redrive policy (``maxReceiveCount`` = ``max_receives``) to the second, and both
 with server-side encryption (SQS-managed keys, or the configured KMS key).
 
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
 SQS_MAX_BATCH = 10
 MAX_QUEUE_NAME = 80
 DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, SQS's maximum
+# Upper case on purpose: job ids are lower case, so no job's queue (``{prefix}-x-dlq`` of a
+# job named ``x-dlq``) can ever be another job's dead-letter queue.
+DLQ_SUFFIX = "DLQ"
 _BAD_RECEIPT = frozenset(
     {
         "ReceiptHandleIsInvalid",
@@ -75,7 +79,7 @@ def _seconds(value: float) -> int:
 
 
 class SqsQueue:
-    """A Queue on the SQS queue ``name`` with dead-letter queue ``name-dlq``."""
+    """A Queue on the SQS queue ``name`` with dead-letter queue ``name-DLQ``."""
 
     def __init__(
         self,
@@ -87,7 +91,7 @@ class SqsQueue:
         create: bool = True,
     ) -> None:
         self._name = name
-        self._dlq_name = f"{name}-dlq"
+        self._dlq_name = f"{name}-{DLQ_SUFFIX}"
         if len(self._dlq_name) > MAX_QUEUE_NAME:
             raise ConfigError(f"queue name {self._dlq_name!r} is longer than {MAX_QUEUE_NAME}")
         self._settings = settings or AwsSettings()
@@ -341,14 +345,14 @@ class SqsQueue:
 
 
 def queue_name(prefix: str, job_id: str) -> str:
-    """``{prefix}-{job}``; ConfigError unless it is a valid SQS name with room for -dlq."""
+    """``{prefix}-{job}``; ConfigError unless it is a valid SQS name with room for -DLQ."""
     validate_id(job_id, "job id")
     name = f"{prefix}-{job_id}"
     if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
         raise ConfigError(f"invalid SQS queue prefix {prefix!r}: use letters, digits, - and _")
     if len(name) + 4 > MAX_QUEUE_NAME:
         raise ConfigError(
-            f"queue name {name!r} too long: SQS allows {MAX_QUEUE_NAME} characters with -dlq"
+            f"queue name {name!r} too long: SQS allows {MAX_QUEUE_NAME} characters with -DLQ"
         )
     return name
 

@@ -1,7 +1,7 @@
 # The shared control queue and its dead-letter queue, for operator notifications
 # (alerts, dashboard). Job queues are not created here: the coordinator creates one
 # queue and one dead-letter queue per job at submit time ({queue_prefix}-{job_id} and
-# {queue_prefix}-{job_id}-dlq), and the iam module scopes every role to that prefix.
+# {queue_prefix}-{job_id}-DLQ), and the iam module scopes every role to that prefix.
 
 locals {
   use_kms = var.kms_key_arn != null
