@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from shardflow.manifests import (
     decode_manifest,
     encode_manifest,
 )
-from shardflow.models import Event, Job, JobStatus, Phase, Task, TaskStatus
+from shardflow.models import Batch, Event, Job, JobStatus, Phase, Task, TaskStatus
 from shardflow.objectstore.base import ObjectStore
 from shardflow.queue.base import Queue
 from shardflow.security import audit
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from shardflow.config import LoadedConfig
 
 log = logging.getLogger("shardflow.coordinator")
+
+MANIFEST_WRITERS = 8  # threads writing task manifests at submit
 
 
 def new_job_id(name: str, now: float) -> str:
@@ -204,11 +206,7 @@ def _split(
             )
         ),
     )
-    for batch in result.batches:
-        manifest = TaskManifest(
-            job_id=job.job_id, task_id=task_id_for(batch.batch_id), batch=batch, created_at=clock()
-        )
-        store.put_bytes(layout.task_manifest(manifest.task_id), encode_manifest(manifest))
+    _write_task_manifests(store, layout, job.job_id, result.batches, clock)
     plan = SplitPlan(
         job_id=job.job_id,
         created_at=clock(),
@@ -227,6 +225,29 @@ def _split(
         result.duplicates,
     )
     return load_plan(store, layout)
+
+
+def _write_task_manifests(
+    store: ObjectStore,
+    layout: Layout,
+    job_id: str,
+    batches: Sequence[Batch],
+    clock: Callable[[], float],
+) -> None:
+    """One manifest per task, written by a few threads: each write waits on its own
+    fsyncs (local) or round trip (S3), which overlap; 10,000 tasks no longer take 10,000
+    sequential waits. The split plan is published only after all of them landed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(batch: Batch) -> None:
+        manifest = TaskManifest(
+            job_id=job_id, task_id=task_id_for(batch.batch_id), batch=batch, created_at=clock()
+        )
+        store.put_bytes(layout.task_manifest(manifest.task_id), encode_manifest(manifest))
+
+    with ThreadPoolExecutor(max_workers=MANIFEST_WRITERS, thread_name_prefix="manifest") as pool:
+        for _ in pool.map(write, batches):
+            pass  # re-raises the first failed write
 
 
 def _input_checksum(info: Any) -> Any:
