@@ -1,0 +1,117 @@
+"""One link of the Slurm reconcile chain when there is nothing to run now: a finished or
+cancelled job ends the chain, and a paused job (or retries in backoff) waits, for at most
+a minute, before the next link. The clock and the sleep are injected."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shardflow.config import config_from_snapshot
+from shardflow.coordinator.chain import main, slot_handles, step, submit_next
+from shardflow.coordinator.drive import FOLLOWUP_GROUP, Services
+from shardflow.models import ErrorClass, Job, JobStatus, Task, TaskGroup
+from shardflow.objectstore.memory import MemoryObjectStore
+from shardflow.queue.memory import MemoryQueue
+from shardflow.statestore.base import lease_task, retry_later
+from shardflow.statestore.memory import MemoryStateStore
+from shardflow.statestore.sqlite import SqliteStateStore
+
+JOB = "job-1"
+NOW = 1000.0
+
+
+class _NoSlots:
+    """An executor with no slot alive (the chain only polls it here)."""
+
+    def __init__(self) -> None:
+        self.polled: list[list[str]] = []
+
+    def poll(self, handles: list[str]) -> dict[str, Any]:
+        self.polled.append(list(handles))
+        return {}
+
+
+def _services(tmp_path: Path, job: Job) -> tuple[Services, list[float]]:
+    state = MemoryStateStore()
+    state.create_job(job)
+    state.register_tasks([Task(job_id=JOB, task_id="t000001", batch_id="b000001")])
+    cfg = config_from_snapshot({"name": "x", "handler": "h.py:f", "input": {"path": "in.jsonl"}})
+    slept: list[float] = []
+    svc = Services(
+        cfg=cfg,
+        state=state,
+        store=MemoryObjectStore(),
+        executor=_NoSlots(),  # type: ignore[arg-type]
+        workspace=tmp_path,
+        queues={JOB: MemoryQueue(JOB, clock=lambda: NOW)},
+        clock=lambda: NOW,
+        sleep=slept.append,
+    )
+    return svc, slept
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        Job(job_id=JOB, name="x", status=JobStatus.SUCCEEDED),
+        Job(job_id=JOB, name="x", status=JobStatus.RUNNING, cancel_requested=True),
+    ],
+)
+def test_a_finished_or_cancelled_job_ends_the_chain(tmp_path: Path, job: Job) -> None:
+    svc, slept = _services(tmp_path, job)
+    assert step(svc, JOB, sleep=slept.append) == "done"
+    assert slept == []
+
+
+def test_a_paused_job_waits_a_minute_then_queues_the_next_link(tmp_path: Path) -> None:
+    svc, slept = _services(
+        tmp_path, Job(job_id=JOB, name="x", status=JobStatus.RUNNING, paused=True)
+    )
+    svc.state.put_task_group(TaskGroup(JOB, "g001", 1, 2, "local", ("h1", "h2"), 0.0))
+    assert step(svc, JOB, sleep=slept.append) == "waited"
+    assert slept == [60.0]
+    assert svc.executor.polled == [["h1", "h2"]]  # type: ignore[attr-defined]
+    # not on Slurm: there is no next link to submit
+    assert submit_next(svc, JOB, []) is None
+
+
+def test_a_retry_in_backoff_is_waited_for_until_it_is_due(tmp_path: Path) -> None:
+    svc, slept = _services(
+        tmp_path, Job(job_id=JOB, name="x", status=JobStatus.RUNNING, paused=True)
+    )
+    task = lease_task(svc.state, JOB, "t000001", owner="w1", ttl=30, now=NOW - 10)
+    assert task is not None
+    retry_later(
+        svc.state, task, now=NOW - 5, delay=17.5, error_class=ErrorClass.TRANSIENT, message="503"
+    )
+    assert step(svc, JOB, sleep=slept.append) == "waited"
+    assert slept == [12.5]
+
+
+def test_slot_handles_leave_out_the_chains_own_links(tmp_path: Path) -> None:
+    svc, _ = _services(tmp_path, Job(job_id=JOB, name="x"))
+    svc.state.put_task_group(TaskGroup(JOB, "g001", 1, 2, "slurm", ("101", "102"), 0.0))
+    svc.state.put_task_group(TaskGroup(JOB, "r002", 2, 1, FOLLOWUP_GROUP, ("103",), 0.0))
+    assert slot_handles(svc, JOB) == ["101", "102"]
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_a_link_for_a_job_that_is_not_in_the_store_exits_2(tmp_path: Path) -> None:
+    SqliteStateStore(tmp_path / "state.db").close()
+    assert main(["--state", f"sqlite:///{tmp_path / 'state.db'}", "--job", "gone"]) == 2
