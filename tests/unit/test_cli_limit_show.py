@@ -45,3 +45,36 @@ def test_limits_of_a_job_that_is_not_there(state_url: str) -> None:
     result = CliRunner().invoke(cli, ["limit", "show", "other-job", "--state-url", state_url])
     assert result.exit_code == 2
     assert "job other-job not found" in result.stderr
+
+
+def test_limit_commands_on_a_job_with_a_limit(tmp_path: Path) -> None:
+    """The table `limit show` prints, and the usage errors of `limit set` (exit 2, the
+    limit unchanged) on a real submitted job."""
+    from shardflow.testing.synthetic import write_jsonl
+    from tests.e2e.helpers import shardflow, write_job
+
+    write_jsonl(tmp_path / "in.jsonl", 20, seed=1)
+    handlers = Path(__file__).parents[1] / "e2e" / "handlers_e2e.py"
+    job = write_job(
+        tmp_path / "job.yaml",
+        f"""
+name: limit-show
+handler: {handlers}:enrich
+input: {{path: in.jsonl}}
+batching: {{records: 10}}
+rate_limits:
+  geo_api: {{rate: 3000/min, burst: 100}}
+""",
+    )
+    shardflow(["submit", str(job), "--job-id", "lim2"], tmp_path, check=0)
+
+    unknown = shardflow(["limit", "set", "lim2", "maps_api", "5/s"], tmp_path, check=2)
+    assert "geo_api" in unknown.stderr  # the error names the limits the job has
+    bad_rate = shardflow(["limit", "set", "lim2", "geo_api", "fast"], tmp_path, check=2)
+    assert "fast" in bad_rate.stderr
+
+    table = shardflow(["limit", "show", "lim2"], tmp_path, check=0).stdout.splitlines()
+    assert table[0].split() == ["limit", "rate", "burst", "tokens", "leased", "waiting"]
+    row = table[1].split()
+    assert row[:3] == ["geo_api", "50/s", "100"]  # unchanged by the refused commands
+    assert row[-1] == "0"  # no worker waits: none is running
