@@ -350,7 +350,7 @@ def queue_name(prefix: str, job_id: str) -> str:
     name = f"{prefix}-{job_id}"
     if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
         raise ConfigError(f"invalid SQS queue prefix {prefix!r}: use letters, digits, - and _")
-    if len(name) + 4 > MAX_QUEUE_NAME:
+    if len(f"{name}-{DLQ_SUFFIX}") > MAX_QUEUE_NAME:
         raise ConfigError(
             f"queue name {name!r} too long: SQS allows {MAX_QUEUE_NAME} characters with -DLQ"
         )

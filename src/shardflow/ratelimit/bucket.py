@@ -145,7 +145,8 @@ class Grant:
     ``wait`` is how many seconds to wait before asking again (``math.inf`` while the
     bucket is paused), and ``reason`` says why: ``paused``, ``period`` (wait for the next
     lease period), ``room`` (blocks out use the whole burst) or ``patience`` (the tokens
-    come later than the caller's ``max_delay``).
+    come later than the caller's ``max_delay``); a block that was granted says
+    ``granted``.
     """
 
     state: BucketState

@@ -51,6 +51,19 @@ class Progress:
     rejected: int = 0
     chunks: int = 0
 
+    def plus(
+        self, *, last_ordinal: int, rows: int, succeeded: int, failed: int, rejected: int
+    ) -> Progress:
+        """This progress and one more chunk's counts."""
+        return Progress(
+            last_ordinal,
+            self.rows + rows,
+            self.succeeded + succeeded,
+            self.failed + failed,
+            self.rejected + rejected,
+            self.chunks + 1,
+        )
+
 
 class Checkpoint:
     """The checkpoint of one attempt; see the module docstring for the guarantees."""
@@ -153,14 +166,12 @@ class Checkpoint:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        p = self.progress
-        self.progress = Progress(
-            last_ordinal,
-            p.rows + len(rows),
-            p.succeeded + succeeded,
-            p.failed + failed,
-            p.rejected + rejected,
-            seq + 1,
+        self.progress = self.progress.plus(
+            last_ordinal=last_ordinal,
+            rows=len(rows),
+            succeeded=succeeded,
+            failed=failed,
+            rejected=rejected,
         )
 
     def part_paths(self) -> list[Path]:

@@ -198,4 +198,5 @@ def set_aside(
     if wait is None:
         queue.delete(receipt)
     else:
+        # a long backoff is looked at again every 15 minutes at the most
         queue.extend(receipt, min(wait + 0.1, SQS_MAX_DELAY_SECONDS))

@@ -25,7 +25,7 @@ from shardflow.statestore.base import (
     release_task,
     retry_later,
 )
-from shardflow.worker.checkpoint import Checkpoint, Progress
+from shardflow.worker.checkpoint import Checkpoint
 from shardflow.worker.context import TaskContext
 from shardflow.worker.env import WorkerEnv, task_message
 from shardflow.worker.items import Chunk, ItemRunner
@@ -206,7 +206,7 @@ class TaskAttempt:
             return self._stop_attempt(ckpt)
         # the last chunk goes from memory into the result: checkpointing it would only
         # write, fsync and read back rows that are about to be published anyway
-        return self._publish(ckpt, chunk)
+        return self._publish(ckpt, chunk, last)
 
     def _should_stop(self) -> bool:
         return self.env.stop.is_set() or self.keeper.lost.is_set()
@@ -251,19 +251,17 @@ class TaskAttempt:
         env.queue.extend(self.receipt, 0)
         return "released"
 
-    def _publish(self, ckpt: Checkpoint, tail: Chunk) -> str:
+    def _publish(self, ckpt: Checkpoint, tail: Chunk, last: int) -> str:
         env, task = self.env, self.task
         if self.keeper.lost.is_set():
             ckpt.close()
             return "lost"
-        saved = ckpt.progress
-        progress = Progress(
-            saved.last_ordinal,
-            saved.rows + len(tail.rows),
-            saved.succeeded + tail.succeeded,
-            saved.failed + tail.failed,
-            saved.rejected + tail.rejected,
-            saved.chunks,
+        progress = ckpt.progress.plus(
+            last_ordinal=last,
+            rows=len(tail.rows),
+            succeeded=tail.succeeded,
+            failed=tail.failed,
+            rejected=tail.rejected,
         )
         scratch = ckpt.dir
         result_key = env.layout.result(task.task_id, task.attempt)
