@@ -277,7 +277,13 @@ class WorkerConfig(_Section):
     item_timeout: Duration | None = Field(
         default=None, gt=0, description="Time limit per item (null = none)."
     )
-    isolation: bool = Field(default=False, description="Run the handler in a child process.")
+    isolation: bool = Field(
+        default=False,
+        description="Run the handler in a child process (one item at a time, over a pipe): a "
+        "segfault or a hang past `item_timeout` fails only its item. `ctx.acquire`, "
+        "`ctx.report_throttled` and `ctx.metric` are served by the worker, so rate limits and "
+        "metrics work as without it.",
+    )
     scratch: str | None = Field(default=None, description="Node-local folder for checkpoints.")
 
     @model_validator(mode="after")

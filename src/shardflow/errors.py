@@ -20,6 +20,10 @@ Exception tree::
         ├── PermanentError         never retry (bad item, validation)
         └── InfrastructureError    the node is in trouble (disk full, out of memory)
 
+    StopRequested (a BaseException) the worker was told to stop (SIGTERM, SIGINT) while a
+                                   handler waited in ``ctx.acquire``: it unwinds the
+                                   handler, which must not catch it, and the task is released
+
 :func:`classify` maps any exception to an :class:`~shardflow.models.ErrorClass`; the
 job config may add rules in front of the default mapping (``retry.rules``).
 """
@@ -113,6 +117,15 @@ class CorruptResultError(StoreError):
 
 class JobFailedError(ShardflowError):
     pass
+
+
+class StopRequested(BaseException):
+    """The worker slot was told to stop while the handler waited for rate-limit tokens.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that a handler's ``except
+    Exception`` does not turn a preemption into a failed item: the attempt releases its
+    task, and the items since its last checkpoint run again in the next attempt.
+    """
 
 
 class HandlerError(Exception):

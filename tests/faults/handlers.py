@@ -67,3 +67,9 @@ def segfault(record: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
         ctypes.string_at(0)
     return enrich(record, ctx)
+
+
+def limited(record: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Takes a token of the job's ``api`` rate limit before each item."""
+    ctx.acquire("api")
+    return enrich(record, ctx)

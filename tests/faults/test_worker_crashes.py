@@ -12,11 +12,21 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
+
 from shardflow.models import TaskStatus
 from shardflow.testing.invariants import JobOutput
 from tests.faults.helpers import FaultJob, assert_same_output, wait_for
 
 JobFactory = Callable[..., FaultJob]
+
+
+def slot_argv(job: FaultJob, slot: str, *extra: str) -> list[str]:
+    """A worker slot of ``job`` started as Slurm starts one, with no coordinator."""
+    return [
+        *(sys.executable, "-m", "shardflow.worker", "--state", f"sqlite://{job.state_db}"),
+        *("--job", job.job_id, "--workspace", str(job.workspace), "--slot", slot, *extra),
+    ]
 
 
 def retried(job: FaultJob) -> list[str]:
@@ -144,21 +154,7 @@ def test_a_task_that_kills_its_workers_gets_no_more_than_max_attempts(
     codes = []
     for n in range(3):
         slot = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shardflow.worker",
-                "--state",
-                f"sqlite://{job.state_db}",
-                "--job",
-                job.job_id,
-                "--workspace",
-                str(job.workspace),
-                "--slot",
-                f"array-{n}",
-                "--idle-timeout",
-                "8",
-            ],
+            slot_argv(job, f"array-{n}", "--idle-timeout", "8"),
             cwd=job.folder,
             env=job.env(),
             capture_output=True,
@@ -169,3 +165,64 @@ def test_a_task_that_kills_its_workers_gets_no_more_than_max_attempts(
     assert codes[:2] == [-signal.SIGSEGV] * 2  # each of the two attempts killed its slot
     # the third slot must not run the task again (its attempts are spent)
     assert job.task("t000000").attempt <= 2
+
+
+@pytest.mark.parametrize("isolation", [False, True], ids=["in-process", "isolated"])
+def test_sigterm_while_waiting_for_tokens_releases_the_task_and_loses_nothing(
+    fault_job: JobFactory, clean: JobOutput, isolation: bool
+) -> None:
+    # a limit that runs dry after its burst: the slot's handler ends up waiting in
+    # ctx.acquire (in the slot, or asked from the isolated child) when preemption comes
+    job = fault_job(
+        handler="limited",
+        config={
+            "rate_limits": {"api": {"rate": "1/h", "burst": 5}},
+            "worker": {"isolation": isolation},
+        },
+    )
+    assert job.finish(job.start(command="submit")) == 0, job.tail()
+    slot = subprocess.Popen(
+        slot_argv(job, "preempted"),
+        cwd=job.folder,
+        env=job.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with job.state() as state:
+            wait_for(
+                lambda: state.read_counters(job.job_id).get("ratelimit.api.waiting", 0) > 0,
+                60,
+                "the slot waiting for tokens",
+            )
+        slot.send_signal(signal.SIGTERM)
+        _, err = slot.communicate(timeout=15)  # within a limiter sleep, not the lease
+        assert slot.returncode == 0, err.decode(errors="replace")[-3000:]
+    finally:
+        if slot.poll() is None:
+            slot.kill()
+            slot.wait()
+
+    (held,) = [t for t in job.tasks() if t.attempt > 0]
+    assert held.status is TaskStatus.PENDING  # released at once, no failure recorded
+    assert held.lease_owner is None
+    assert "stop requested while the handler waited" in job.log(held.task_id, held.attempt)
+    with job.state() as state:
+        assert state.read_counters(job.job_id).get("ratelimit.api.waiting", 0) == 0
+
+    # raised, the limit lets the job finish: the waiting items were neither lost nor failed
+    limit = subprocess.run(
+        [
+            *(sys.executable, "-m", "shardflow.cli.main", "limit", "set", job.job_id, "api"),
+            *("100000/s", "--burst", "10000"),
+        ],
+        cwd=job.folder,
+        env=job.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert limit.returncode == 0, limit.stderr
+    summary = job.run()
+    assert summary["status"] == "SUCCEEDED", job.tail()
+    assert_same_output(job.check(), clean)

@@ -1,6 +1,7 @@
 """The isolated handler's child side (``worker.isolation: true``), driven in-process over a
 socket pair: one reply per record, exceptions classed there with the job's rules, setup
-before the first item and teardown when the worker closes the pipe.
+before the first item and teardown when the worker closes the pipe; ``ctx.acquire``,
+``ctx.metric`` and ``ctx.report_throttled`` are requests to the worker.
 
 The real child is killed when the worker closes it, so its own coverage is never saved;
 this drives the same loop in the test process."""
@@ -11,6 +12,7 @@ import logging
 import signal
 import socket
 import textwrap
+import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -66,26 +68,39 @@ def restored_process_state() -> Iterator[None]:
 
 
 def _run_child(
-    tmp_path: Path, records: list[dict[str, Any]], rules: list[dict[str, Any]]
+    tmp_path: Path,
+    records: list[dict[str, Any]],
+    rules: list[dict[str, Any]],
+    answer: dict[str, Any] | None = None,
 ) -> list[Any]:
+    """Every message the child sent, in order. A thread plays the worker: it sends one
+    record at a time and answers the child's ``ctx.acquire`` requests with ``answer``
+    (granted by default); the child runs here, in the main thread, as its signal set-up
+    requires."""
     (tmp_path / "enrich_iso.py").write_text(textwrap.dedent(HANDLER), encoding="utf-8")
     a, b = socket.socketpair()
     worker, child = Connection(a.detach()), Connection(b.detach())
-    for record in records:
-        worker.send_bytes(orjson.dumps(record))
-    # the worker is done: the child sees EOF once it has read every record
-    with socket.fromfd(worker.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as view:
-        view.shutdown(socket.SHUT_WR)
+    messages: list[Any] = []
+
+    def play_the_worker() -> None:
+        for record in records:
+            worker.send_bytes(orjson.dumps(record))
+            while True:
+                message = orjson.loads(worker.recv_bytes())
+                messages.append(message)
+                if "acquire" in message:
+                    worker.send_bytes(orjson.dumps(answer or {"granted": True}))
+                elif "metric" not in message and "throttled" not in message:
+                    break  # the item's reply
+        worker.close()  # the worker is done: the child sees EOF and tears down
+
+    thread = threading.Thread(target=play_the_worker)
+    thread.start()
     _child(child, "enrich_iso.py:Enrich", str(tmp_path), rules)
     child.close()
-    replies = []
-    while worker.poll(0):
-        try:
-            replies.append(orjson.loads(worker.recv_bytes()))
-        except EOFError:
-            break
-    worker.close()
-    return replies
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    return messages
 
 
 @pytest.mark.usefixtures("restored_process_state")
@@ -98,7 +113,7 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
             "http_status": [],
         }
     ]
-    replies = _run_child(
+    messages = _run_child(
         tmp_path,
         [
             {"id": 1},
@@ -108,6 +123,13 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
         ],
         rules,
     )
+    # the handler's ctx calls go to the worker, in order, before the item's reply
+    assert messages[:3] == [
+        {"metric": "calls", "value": 1.0},
+        {"acquire": "api", "tokens": 1.0, "timeout": None},
+        {"throttled": "api"},
+    ]
+    replies = [m for m in messages if "ok" in m or "error_class" in m]
     assert replies[0] == {"ok": {"id": 1, "n": 1}}
     assert replies[1]["error_class"] == "permanent"
     assert replies[1]["exc_type"] == "ValueError"
@@ -119,3 +141,18 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
     assert (tmp_path / "events.txt").read_text() == "setup,teardown"
     # the worker's stop signals are left to the worker while an item is in flight
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+
+
+@pytest.mark.usefixtures("restored_process_state")
+def test_an_acquire_the_worker_refuses_raises_in_the_child_and_fails_only_that_item(
+    tmp_path: Path,
+) -> None:
+    refused = {"raise": "TimeoutError", "message": "rate limit 'api': no tokens within 2s"}
+    messages = _run_child(tmp_path, [{"id": 1}, {"id": 2}], [], answer=refused)
+    replies = [m for m in messages if "ok" in m or "error_class" in m]
+    assert [(r["exc_type"], r["error_class"]) for r in replies] == [
+        ("TimeoutError", "transient")
+    ] * 2
+    assert replies[0]["message"] == "rate limit 'api': no tokens within 2s"
+    # the handler's report_throttled after the acquire never ran
+    assert not any("throttled" in m for m in messages)

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardflow.cli.limit import limit
-from shardflow.errors import ConfigError, UsageError
+from shardflow.errors import ConfigError, StopRequested, UsageError
 from shardflow.models import Job
 from shardflow.ratelimit import bucket as b
 from shardflow.ratelimit.client import TokenClient, make_limiter, waiting_counter
@@ -471,6 +471,36 @@ def test_a_paused_bucket_holds_workers_until_resumed_and_counts_them_waiting() -
     assert seen[:3] == [1, 1, 1]
     assert store.read_counters(JOB).get(waiting_counter("api"), 0) == 0
     assert limit_usage(store, JOB, now=clock.now, period=P)[0].waiting_workers == 0
+
+
+def test_a_worker_told_to_stop_while_held_by_a_paused_bucket_stops_within_one_sleep() -> None:
+    store = MemoryStateStore()
+    clock = FakeClock()
+    make_job(store, {"api": (10.0, 5)}, now=clock.now)
+    set_paused(store, JOB, True, clock.now, period=P)
+    stop = threading.Event()
+    c = TokenClient(
+        store,
+        JOB,
+        ["api"],
+        owner="w",
+        clock=clock,
+        sleep=clock.sleep,
+        period=P,
+        should_stop=stop.is_set,
+    )
+
+    def sigterm_during_the_second_sleep() -> None:
+        if len(clock.slept) == 2:
+            stop.set()
+
+    clock.hooks.append(sigterm_during_the_second_sleep)
+    with pytest.raises(StopRequested, match="rate limit 'api'"):
+        c.acquire("api")
+    assert len(clock.slept) == 2  # the wait it was in when told, and no other
+    assert not isinstance(StopRequested(), Exception)  # a handler's `except Exception` won't
+    assert store.read_counters(JOB).get(waiting_counter("api"), 0) == 0
+    assert c.stats.get("tokens", 0.0) == 0.0
 
 
 def test_close_gives_unused_tokens_back_and_a_dead_holder_only_until_its_period_ends() -> None:

@@ -20,6 +20,8 @@ give-back is retried against the fresh row.
 Waiting workers are counted in the job counter ``ratelimit.<name>.waiting``: +1 when an
 acquire has waited :data:`WAITING_AFTER` seconds (at once when the bucket is paused), −1
 when it ends. A worker killed while waiting leaves its +1 behind (the status clamps at 0).
+A worker told to stop while it waits (``should_stop``: SIGTERM on preemption, even while
+the job is paused) gets :class:`~shardflow.errors.StopRequested` instead of its tokens.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from shardflow.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from shardflow.errors import ConfigError, ConflictError, NotFoundError, StopRequested, StoreError
 from shardflow.ratelimit import bucket as math_
 from shardflow.ratelimit.control import bucket_key
 from shardflow.statestore.base import StateStore
@@ -94,8 +96,10 @@ class TokenClient(RateLimiter):
 
     ``period`` must be the one every other client and control call of these buckets
     uses (:data:`~shardflow.ratelimit.bucket.LEASE_PERIOD`). ``clock`` is wall time (it
-    stamps the shared bucket); ``sleep`` is how the client waits. Thread-safe: threads of
-    one handler share blocks; callers of one limit queue on its lock.
+    stamps the shared bucket); ``sleep`` is how the client waits (never longer than
+    :data:`POLL_PAUSED` · 1.25 s at once), and ``should_stop`` is asked before each wait.
+    Thread-safe: threads of one handler share blocks; callers of one limit queue on its
+    lock.
     """
 
     def __init__(
@@ -109,12 +113,14 @@ class TokenClient(RateLimiter):
         sleep: Callable[[float], None] = time.sleep,
         period: float = math_.LEASE_PERIOD,
         rng: random.Random | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self._state = state
         self._job_id = job_id
         self._owner = owner
         self._clock = clock
         self._sleep = sleep
+        self._should_stop = should_stop
         self._period = period
         self._margin = math_.margin_for(period)
         self._rng = rng or random.Random()
@@ -132,7 +138,8 @@ class TokenClient(RateLimiter):
         Raises ConfigError for a limit the job does not configure (naming those it
         does), ValueError for negative tokens or more than the burst at once,
         TimeoutError when ``timeout`` seconds pass first, NotFoundError if the job has
-        no bucket for the limit, and StoreError when the store fails.
+        no bucket for the limit, StoreError when the store fails, and StopRequested when
+        the worker is told to stop while waiting.
         """
         lim = self._limit(name)
         if not tokens >= 0:
@@ -157,6 +164,8 @@ class TokenClient(RateLimiter):
                     if now >= deadline:
                         raise TimeoutError(f"rate limit {name!r}: no tokens within {timeout:g}s")
                     wait = min(wait, deadline - now)
+                if self._should_stop():
+                    raise StopRequested(f"stopped while waiting for rate limit {name!r}")
                 if not registered and (paused or now - started >= WAITING_AFTER):
                     registered = True
                     self._state.add_counters(self._job_id, {waiting_counter(name): 1})
@@ -421,12 +430,10 @@ def make_limiter(
     names: Collection[str],
     *,
     owner: str,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-    period: float = math_.LEASE_PERIOD,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RateLimiter:
     """The worker's limiter for ``job_id``: a :class:`TokenClient` over the named limits,
     or the no-op :class:`RateLimiter` when the job configures none."""
     if not names:
         return RateLimiter()
-    return TokenClient(state, job_id, names, owner=owner, clock=clock, sleep=sleep, period=period)
+    return TokenClient(state, job_id, names, owner=owner, should_stop=should_stop)

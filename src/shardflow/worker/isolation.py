@@ -6,6 +6,11 @@ C (or a segfault, or memory exhaustion) can only be contained by isolation:
 ``worker.isolation: true`` runs the handler in a child process, one item at a time over a
 pipe; a child that overruns the timeout is killed, a child that dies is restarted, and
 only the item in flight fails. Items cross the pipe as JSON (never pickle).
+
+The child's ``ctx`` forwards to the worker: ``ctx.acquire`` asks the worker's rate limiter
+and waits for its answer (the limit holds in isolation mode too, and its errors are
+raised in the child), ``ctx.report_throttled`` and ``ctx.metric`` are sent one way. The
+time an item waits for tokens counts towards its timeout.
 """
 
 from __future__ import annotations
@@ -13,15 +18,23 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
+import time
 import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
-from shardflow.errors import ClassRule, InfrastructureError, classify
+from shardflow.errors import (
+    ClassRule,
+    ConfigError,
+    InfrastructureError,
+    NotFoundError,
+    StoreError,
+    classify,
+)
 from shardflow.models import ErrorClass
 from shardflow.worker.handler import LoadedHandler, Output, load_handler
 
@@ -82,7 +95,7 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
     handler = load_handler(spec, Path(base_dir))
     if handler.setup is not None:
         handler.setup(None)
-    ctx = _ChildContext()
+    ctx = _ChildContext(conn)
     while True:
         try:
             data = conn.recv_bytes()
@@ -107,23 +120,47 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
         handler.teardown(None)
 
 
-class _ChildContext:
-    """What a handler's ``ctx`` offers inside the isolated child (metrics stay there)."""
+# the errors of the worker's ``ctx.acquire`` that are raised again in the child, by name
+_ACQUIRE_ERRORS: dict[str, type[Exception]] = {
+    e.__name__: e for e in (TimeoutError, ValueError, ConfigError, NotFoundError, StoreError)
+}
 
-    def __init__(self) -> None:
+
+def _acquire(ctx: Any, request: dict[str, Any], left: float | None) -> dict[str, Any]:
+    """Serve the child's ``ctx.acquire`` with the worker's limiter: the answer to send."""
+    timeout = request["timeout"]
+    if left is not None:  # the item's timeout bounds its wait for tokens too
+        timeout = left if timeout is None else min(timeout, left)
+    try:
+        ctx.acquire(request["acquire"], request["tokens"], timeout)
+    except Exception as exc:
+        name = next((n for n, e in _ACQUIRE_ERRORS.items() if isinstance(exc, e)), "")
+        # a ConfigError is made again from its text, which must not repeat "<config>: "
+        text = "\n".join(p.message for p in exc.problems) if isinstance(exc, ConfigError) else ""
+        return {"raise": name, "message": text or str(exc)}
+    return {"granted": True}
+
+
+class _ChildContext:
+    """What a handler's ``ctx`` offers inside the isolated child: requests to the worker."""
+
+    def __init__(self, conn: Connection) -> None:
         import logging
 
         self.logger = logging.getLogger("shardflow.handler")
-        self.metrics: dict[str, float] = {}
+        self._conn = conn
 
     def metric(self, name: str, value: float) -> None:
-        self.metrics[name] = self.metrics.get(name, 0.0) + float(value)
+        self._conn.send_bytes(orjson.dumps({"metric": name, "value": float(value)}))
 
     def acquire(self, name: str, tokens: float = 1.0, timeout: float | None = None) -> None:
-        return None
+        self._conn.send_bytes(orjson.dumps({"acquire": name, "tokens": tokens, "timeout": timeout}))
+        answer = orjson.loads(self._conn.recv_bytes())
+        if "raise" in answer:
+            raise _ACQUIRE_ERRORS.get(answer["raise"], RuntimeError)(answer["message"])
 
     def report_throttled(self, name: str) -> None:
-        return None
+        self._conn.send_bytes(orjson.dumps({"throttled": name}))
 
 
 class IsolatedHandler(LoadedHandler):
@@ -170,27 +207,50 @@ class IsolatedHandler(LoadedHandler):
 
     def _call(self, record: dict[str, Any], ctx: Any) -> Output:
         conn = self._conn or self._start()
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
-            conn.send_bytes(orjson.dumps(record))
-            ready = conn.poll(self._timeout)
-        except (BrokenPipeError, OSError) as exc:
+            self._send(conn, orjson.dumps(record))
+            reply = self._reply(conn, ctx, deadline)
+        except BaseException:
+            # a timeout, a dead child, or a stop while serving its ctx.acquire: the
+            # child is in an unknown state, so the next item gets a new one
             self._kill()
-            raise HandlerCrashed("the isolated handler process is gone") from exc
-        if not ready:
-            self._kill()
-            raise ItemTimeout(f"item took longer than {self._timeout:g}s (handler process killed)")
-        try:
-            reply = orjson.loads(conn.recv_bytes())
-        except (EOFError, OSError) as exc:
-            code = self._proc.exitcode if self._proc is not None else None
-            self._kill()
-            raise HandlerCrashed(f"the handler process died (exit code {code})") from exc
+            raise
         if "ok" in reply:
             out: Output = reply["ok"]
             return out
         raise RemoteItemError(
             ErrorClass(reply["error_class"]), reply["exc_type"], reply["message"], reply["tb"]
         )
+
+    def _reply(self, conn: Connection, ctx: Any, deadline: float | None) -> dict[str, Any]:
+        """The item's reply, serving the child's ``ctx`` requests until it comes."""
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                message = orjson.loads(conn.recv_bytes()) if conn.poll(left) else None
+            except (EOFError, OSError) as exc:
+                code = self._proc.exitcode if self._proc is not None else None
+                raise HandlerCrashed(f"the handler process died (exit code {code})") from exc
+            if message is None:
+                raise ItemTimeout(
+                    f"item took longer than {self._timeout:g}s (handler process killed)"
+                )
+            if "metric" in message:
+                ctx.metric(message["metric"], message["value"])
+            elif "throttled" in message:
+                ctx.report_throttled(message["throttled"])
+            elif "acquire" in message:
+                self._send(conn, orjson.dumps(_acquire(ctx, message, left)))
+            else:
+                return cast(dict[str, Any], message)
+
+    @staticmethod
+    def _send(conn: Connection, data: bytes) -> None:
+        try:
+            conn.send_bytes(data)
+        except OSError as exc:
+            raise HandlerCrashed("the isolated handler process is gone") from exc
 
     def close(self) -> None:
         self._kill()

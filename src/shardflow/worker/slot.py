@@ -84,7 +84,16 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
         item_timeout=float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None,
         output_compression="lz4",
         stop=options.stop,
-        limiter=make_limiter(state, job.job_id, list(cfg.rate_limits), owner=options.slot),
+        limiter=make_limiter(
+            state,
+            job.job_id,
+            list(cfg.rate_limits),
+            owner=options.slot,
+            # a slot waiting for tokens (a paused limit included) stops on SIGTERM within
+            # one of the limiter's sleeps (at most 1.25 s); not Event.wait, whose lock the
+            # signal handler's stop.set() could find held by the thread it interrupted
+            should_stop=options.stop.is_set,
+        ),
         clock=options.clock,
     )
 

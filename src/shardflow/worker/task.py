@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from shardflow.errors import ConflictError, classify
+from shardflow.errors import ConflictError, StopRequested, classify
 from shardflow.faults import fault_point
 from shardflow.manifests import ResultMarker, TaskManifest, decode_manifest, encode_manifest
 from shardflow.models import Batch, Task
@@ -153,54 +153,62 @@ class TaskAttempt:
         # the common case (a per-item function, no timeout) is inlined: this loop runs
         # once per item, so every call and attribute lookup saved here counts
         fast, process = items.item_timeout is None and not per_batch, items.process
-        for rec in iter_batch(batch, spec=env.spec, store=env.store, start_after=last):
-            # the stop flag and the clock are looked at every `mask + 1` items, not every item
-            if not count & mask and count:
-                if self._should_stop():
-                    stopped = True
-                    break
-                if count >= every or clock() - flushed_at >= interval:
-                    items.run_pending(chunk, batch, pending, ctx)
-                    self._flush(ckpt, chunk, last)
-                    fault_point("mid_batch")
-                    chunk, count, flushed_at = Chunk(), 0, clock()
-            last = ordinal = rec.ordinal
-            count += 1
-            value = rec.value
-            if value is None:
-                chunk.failures.append(
-                    items.reject_record(batch, rec.line, rec.error or "malformed", rec.raw)
-                )
-                chunk.rejected += 1
-                continue
-            if id_field is None:
-                key = f"{batch_id}:{ordinal}"
-            else:
-                ident = value.get(id_field)
-                if ident is None:
+        try:
+            for rec in iter_batch(batch, spec=env.spec, store=env.store, start_after=last):
+                # the stop flag and the clock are looked at every `mask + 1` items, not every item
+                if not count & mask and count:
+                    if self._should_stop():
+                        stopped = True
+                        break
+                    if count >= every or clock() - flushed_at >= interval:
+                        items.run_pending(chunk, batch, pending, ctx)
+                        self._flush(ckpt, chunk, last)
+                        fault_point("mid_batch")
+                        chunk, count, flushed_at = Chunk(), 0, clock()
+                last = ordinal = rec.ordinal
+                count += 1
+                value = rec.value
+                if value is None:
                     chunk.failures.append(
-                        items.reject_record(batch, rec.line, f"missing id field {id_field!r}", None)
+                        items.reject_record(batch, rec.line, rec.error or "malformed", rec.raw)
                     )
                     chunk.rejected += 1
                     continue
-                key = ident if type(ident) is str else str(ident)
-            if fast:
-                try:
-                    out = process(value, ctx)
-                except Exception as exc:
-                    items.failed_item(chunk, batch, rec.line, key, value, ctx, exc)
-                    continue
-                if type(out) is dict:
-                    chunk.rows.append(out)
-                    chunk.keys.append(key)
-                    chunk.succeeded += 1
+                if id_field is None:
+                    key = f"{batch_id}:{ordinal}"
                 else:
-                    items.add_unchecked(chunk, batch, rec.line, key, out)
-            elif per_batch:
-                pending.append((ordinal, rec.line, key, value))
-            else:
-                run_item(chunk, batch, rec.line, key, value, ctx)
-        items.run_pending(chunk, batch, pending, ctx)
+                    ident = value.get(id_field)
+                    if ident is None:
+                        chunk.failures.append(
+                            items.reject_record(
+                                batch, rec.line, f"missing id field {id_field!r}", None
+                            )
+                        )
+                        chunk.rejected += 1
+                        continue
+                    key = ident if type(ident) is str else str(ident)
+                if fast:
+                    try:
+                        out = process(value, ctx)
+                    except Exception as exc:
+                        items.failed_item(chunk, batch, rec.line, key, value, ctx, exc)
+                        continue
+                    if type(out) is dict:
+                        chunk.rows.append(out)
+                        chunk.keys.append(key)
+                        chunk.succeeded += 1
+                    else:
+                        items.add_unchecked(chunk, batch, rec.line, key, out)
+                elif per_batch:
+                    pending.append((ordinal, rec.line, key, value))
+                else:
+                    run_item(chunk, batch, rec.line, key, value, ctx)
+            items.run_pending(chunk, batch, pending, ctx)
+        except StopRequested:
+            # told to stop while the handler waited for tokens: the items since the last
+            # checkpoint are not all done, so none of them is kept; they run again
+            log.info("stop requested while the handler waited for rate-limit tokens")
+            return self._stop_attempt(ckpt)
         if stopped:
             self._flush(ckpt, chunk, last)
             return self._stop_attempt(ckpt)

@@ -1,0 +1,134 @@
+"""Rate limits and metrics in isolation mode (``worker.isolation: true``): the handler runs
+in a child process, and its ``ctx.acquire``, ``ctx.report_throttled`` and ``ctx.metric``
+are served by the worker's own limiter and context, over the real pipe to a real child."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shardflow.errors import ConfigError, ConflictError, StopRequested
+from shardflow.models import ErrorClass
+from shardflow.worker.context import RateLimiter, TaskContext
+from shardflow.worker.isolation import IsolatedHandler, RemoteItemError
+
+HANDLER = """
+    def handle(record, ctx):
+        ctx.metric("calls", 1)
+        ctx.acquire("api", 2)
+        if record.get("throttle"):
+            ctx.report_throttled("api")
+        return {"id": record["id"]}
+"""
+
+
+class RecordingLimiter(RateLimiter):
+    """The worker's limiter as the parent sees it: records calls, raises ``error``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.error: BaseException | None = None
+
+    def acquire(self, name: str, tokens: float = 1.0, timeout: float | None = None) -> None:
+        self.calls.append(("acquire", name, tokens, timeout))
+        if self.error is not None:
+            raise self.error
+
+    def report_throttled(self, name: str) -> None:
+        self.calls.append(("throttled", name))
+
+
+def context(limiter: RateLimiter) -> TaskContext:
+    return TaskContext(
+        job_id="j",
+        task_id="t000001",
+        batch_id="b000001",
+        attempt=1,
+        slot="s",
+        logger=logging.getLogger("shardflow.handler"),
+        limiter=limiter,
+    )
+
+
+def isolated(tmp_path: Path, timeout: float | None) -> Iterator[IsolatedHandler]:
+    (tmp_path / "limits_iso.py").write_text(textwrap.dedent(HANDLER), encoding="utf-8")
+    handler = IsolatedHandler("limits_iso.py:handle", tmp_path, (), timeout)
+    try:
+        yield handler
+    finally:
+        handler.close()
+
+
+@pytest.fixture
+def handler(tmp_path: Path) -> Iterator[IsolatedHandler]:
+    yield from isolated(tmp_path, None)
+
+
+def test_the_worker_limiter_and_context_serve_the_isolated_handler(
+    handler: IsolatedHandler,
+) -> None:
+    limiter = RecordingLimiter()
+    ctx = context(limiter)
+    assert handler.process({"id": 1, "throttle": True}, ctx) == {"id": 1}
+    assert handler.process({"id": 2}, ctx) == {"id": 2}
+    assert limiter.calls == [
+        ("acquire", "api", 2.0, None),
+        ("throttled", "api"),
+        ("acquire", "api", 2.0, None),
+    ]
+    assert ctx.metrics == {"calls": 2.0}  # the attempt's metrics, not the child's
+
+
+def test_the_item_timeout_bounds_the_wait_for_tokens(tmp_path: Path) -> None:
+    limiter = RecordingLimiter()
+    for handler in isolated(tmp_path, 30.0):
+        assert handler.process({"id": 1}, context(limiter)) == {"id": 1}
+    (_, _, _, timeout) = limiter.calls[0]
+    assert 20.0 < timeout <= 30.0
+
+
+@pytest.mark.parametrize(
+    ("error", "raised_as"),
+    [
+        (TimeoutError("rate limit 'api': no tokens within 1s"), "TimeoutError"),
+        (ConfigError("rate limit 'api' is not configured"), "ConfigError"),
+        (ConflictError("the bucket row kept changing"), "StoreError"),
+        (RuntimeError("something else"), "RuntimeError"),
+    ],
+)
+def test_a_limiter_error_is_raised_in_the_child_and_fails_only_that_item(
+    handler: IsolatedHandler, error: Exception, raised_as: str
+) -> None:
+    limiter = RecordingLimiter()
+    limiter.error = error
+    ctx = context(limiter)
+    with pytest.raises(RemoteItemError) as info:
+        handler.process({"id": 1}, ctx)
+    assert (info.value.exc_type, str(info.value)) == (raised_as, str(error))
+    if raised_as == "TimeoutError":
+        assert info.value.error_class is ErrorClass.TRANSIENT
+    limiter.error = None  # the same child serves the next item
+    pid = handler._proc.pid
+    assert handler.process({"id": 2}, ctx) == {"id": 2}
+    assert handler._proc.pid == pid
+
+
+def test_a_stop_while_the_worker_waits_for_tokens_abandons_the_item_and_its_child(
+    handler: IsolatedHandler,
+) -> None:
+    limiter = RecordingLimiter()
+    ctx = context(limiter)
+    assert handler.process({"id": 1}, ctx) == {"id": 1}
+    first = handler._proc
+    limiter.error = StopRequested("stopped while waiting for rate limit 'api'")
+    with pytest.raises(StopRequested):
+        handler.process({"id": 2}, ctx)
+    assert handler._proc is None  # killed: it was waiting for an answer it will never get
+    assert first.exitcode is not None
+    limiter.error = None
+    assert handler.process({"id": 3}, ctx) == {"id": 3}  # a new child for the next attempt
