@@ -280,9 +280,9 @@ class WorkerConfig(_Section):
     isolation: bool = Field(
         default=False,
         description="Run the handler in a child process (one item at a time, over a pipe): a "
-        "segfault or a hang past `item_timeout` fails only its item. `ctx.acquire`, "
-        "`ctx.report_throttled` and `ctx.metric` are served by the worker, so rate limits and "
-        "metrics work as without it.",
+        "segfault or a hang past `item_timeout` fails only its item. The handler's `ctx` is "
+        "the same: its ids, and `acquire`, `report_throttled`, `should_stop` and `metric` "
+        "served by the worker, so rate limits, stops and metrics work as without it.",
     )
     scratch: str | None = Field(default=None, description="Node-local folder for checkpoints.")
 

@@ -23,6 +23,14 @@ import pytest
 
 from shardflow.worker.isolation import _child
 
+IDS = {
+    "job_id": "job-1",
+    "task_id": "t000007",
+    "batch_id": "b000007",
+    "attempt": 2,
+    "slot": "slot-a",
+}
+
 HANDLER = """
     EVENTS = []
 
@@ -39,7 +47,12 @@ HANDLER = """
             ctx.acquire("api")
             ctx.report_throttled("api")
             ctx.logger.info("enriched %s", record["id"])
-            return {"id": record["id"], "n": len(EVENTS)}
+            return {
+                "id": record["id"],
+                "n": len(EVENTS),
+                "task": f"{ctx.job_id}/{ctx.task_id}/{ctx.batch_id}#{ctx.attempt}@{ctx.slot}",
+                "stop": ctx.should_stop(),
+            }
 
         def teardown(self, ctx):
             EVENTS.append("teardown")
@@ -75,22 +88,25 @@ def _run_child(
 ) -> list[Any]:
     """Every message the child sent, in order. A thread plays the worker: it sends one
     record at a time and answers the child's ``ctx.acquire`` requests with ``answer``
-    (granted by default); the child runs here, in the main thread, as its signal set-up
-    requires."""
+    (granted by default) and ``ctx.should_stop()`` with False; the child runs here, in the
+    main thread, as its signal set-up requires."""
     (tmp_path / "enrich_iso.py").write_text(textwrap.dedent(HANDLER), encoding="utf-8")
     a, b = socket.socketpair()
     worker, child = Connection(a.detach()), Connection(b.detach())
     messages: list[Any] = []
 
     def play_the_worker() -> None:
+        worker.send_bytes(orjson.dumps({"ctx": IDS}))
         for record in records:
-            worker.send_bytes(orjson.dumps(record))
+            worker.send_bytes(orjson.dumps({"item": record}))
             while True:
                 message = orjson.loads(worker.recv_bytes())
                 messages.append(message)
                 if "acquire" in message:
                     worker.send_bytes(orjson.dumps(answer or {"granted": True}))
-                elif "metric" not in message and "throttled" not in message:
+                elif "should_stop" in message:
+                    worker.send_bytes(orjson.dumps({"stop": False}))
+                elif "throttled" not in message:
                     break  # the item's reply
         worker.close()  # the worker is done: the child sees EOF and tears down
 
@@ -123,20 +139,26 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
         ],
         rules,
     )
-    # the handler's ctx calls go to the worker, in order, before the item's reply
+    # the handler's ctx calls go to the worker, in order; its metrics come with the reply
     assert messages[:3] == [
-        {"metric": "calls", "value": 1.0},
         {"acquire": "api", "tokens": 1.0, "timeout": None},
         {"throttled": "api"},
+        {"should_stop": True},
     ]
     replies = [m for m in messages if "ok" in m or "error_class" in m]
-    assert replies[0] == {"ok": {"id": 1, "n": 1}}
+    task = "job-1/t000007/b000007#2@slot-a"  # the ctx the worker sent
+    assert replies[0] == {
+        "ok": {"id": 1, "n": 1, "task": task, "stop": False},
+        "metrics": {"calls": 1.0},
+    }
     assert replies[1]["error_class"] == "permanent"
     assert replies[1]["exc_type"] == "ValueError"
     assert replies[1]["message"] == "bad email x"
     assert "ValueError: bad email x" in replies[1]["tb"]
     assert (replies[2]["error_class"], replies[2]["exc_type"]) == ("transient", "RuntimeError")
-    assert replies[3] == {"ok": {"id": 4, "n": 1}}
+    assert replies[1]["metrics"] == {}  # it failed before counting a call
+    assert replies[3]["ok"]["id"] == 4
+    assert replies[3]["metrics"] == {"calls": 1.0}  # per item, not summed
     assert len(replies) == 4
     assert (tmp_path / "events.txt").read_text() == "setup,teardown"
     # the worker's stop signals are left to the worker while an item is in flight

@@ -1,6 +1,7 @@
-"""Rate limits and metrics in isolation mode (``worker.isolation: true``): the handler runs
-in a child process, and its ``ctx.acquire``, ``ctx.report_throttled`` and ``ctx.metric``
-are served by the worker's own limiter and context, over the real pipe to a real child."""
+"""The handler's ``ctx`` in isolation mode (``worker.isolation: true``): the handler runs in
+a child process, and its ``ctx`` has the attempt's ids, while ``ctx.acquire``,
+``ctx.report_throttled``, ``ctx.should_stop`` and ``ctx.metric`` are served by the
+worker's own limiter, stop flag and context, over the real pipe to a real child."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ HANDLER = """
         ctx.acquire("api", 2)
         if record.get("throttle"):
             ctx.report_throttled("api")
+        if record.get("who"):
+            who = f"{ctx.task_id}#{ctx.attempt}"
+            return {"id": record["id"], "task": who, "stop": ctx.should_stop()}
         return {"id": record["id"]}
 """
 
@@ -43,15 +47,16 @@ class RecordingLimiter(RateLimiter):
         self.calls.append(("throttled", name))
 
 
-def context(limiter: RateLimiter) -> TaskContext:
+def context(limiter: RateLimiter, task_id: str = "t000001", stop: bool = False) -> TaskContext:
     return TaskContext(
         job_id="j",
-        task_id="t000001",
+        task_id=task_id,
         batch_id="b000001",
         attempt=1,
         slot="s",
         logger=logging.getLogger("shardflow.handler"),
         limiter=limiter,
+        should_stop=lambda: stop,
     )
 
 
@@ -132,3 +137,14 @@ def test_a_stop_while_the_worker_waits_for_tokens_abandons_the_item_and_its_chil
     assert first.exitcode is not None
     limiter.error = None
     assert handler.process({"id": 3}, ctx) == {"id": 3}  # a new child for the next attempt
+
+
+def test_the_child_ctx_knows_the_attempt_and_asks_the_worker_whether_to_stop(
+    handler: IsolatedHandler,
+) -> None:
+    limiter = RecordingLimiter()
+    first = handler.process({"id": 1, "who": True}, context(limiter, "t000001"))
+    assert first == {"id": 1, "task": "t000001#1", "stop": False}
+    # the same child, a new attempt: the ids follow, and so does the stop flag
+    later = handler.process({"id": 2, "who": True}, context(limiter, "t000002", stop=True))
+    assert later == {"id": 2, "task": "t000002#1", "stop": True}

@@ -7,15 +7,19 @@ C (or a segfault, or memory exhaustion) can only be contained by isolation:
 pipe; a child that overruns the timeout is killed, a child that dies is restarted, and
 only the item in flight fails. Items cross the pipe as JSON (never pickle).
 
-The child's ``ctx`` forwards to the worker: ``ctx.acquire`` asks the worker's rate limiter
-and waits for its answer (the limit holds in isolation mode too, and its errors are
-raised in the child), ``ctx.report_throttled`` and ``ctx.metric`` are sent one way. The
-time an item waits for tokens counts towards its timeout.
+The child's ``ctx`` is a :class:`~shardflow.worker.context.TaskContext` like the worker's:
+the worker sends the attempt's ids before the first item of each attempt, and items as
+``{"item": record}``. ``ctx.acquire`` and ``ctx.should_stop()`` ask the worker and wait
+for its answer (its rate limiter and stop flag: the limit holds in isolation mode too,
+and the limiter's errors are raised in the child), ``ctx.report_throttled`` is sent one
+way, and the item's ``ctx.metric`` values come back with its reply. The time an item
+waits for tokens counts towards its timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import signal
 import time
@@ -36,6 +40,7 @@ from shardflow.errors import (
     classify,
 )
 from shardflow.models import ErrorClass
+from shardflow.worker.context import RateLimiter, TaskContext
 from shardflow.worker.handler import LoadedHandler, Output, load_handler
 
 
@@ -95,31 +100,32 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
     handler = load_handler(spec, Path(base_dir))
     if handler.setup is not None:
         handler.setup(None)
-    ctx = _ChildContext(conn)
+    ctx = _child_context(conn)
     while True:
         try:
-            data = conn.recv_bytes()
+            message = orjson.loads(conn.recv_bytes())
         except EOFError:
             break
-        record = orjson.loads(data)
+        if "ctx" in message:  # the next items belong to this attempt
+            ctx = dataclasses.replace(ctx, **message["ctx"], metrics={})
+            continue
         try:
-            out = handler.run_one(record, ctx)
-            conn.send_bytes(orjson.dumps({"ok": out}))
+            reply: dict[str, Any] = {"ok": handler.run_one(message["item"], ctx)}
         except Exception as exc:
-            conn.send_bytes(
-                orjson.dumps(
-                    {
-                        "error_class": classify(exc, class_rules).value,
-                        "exc_type": type(exc).__qualname__,
-                        "message": str(exc)[:1000],
-                        "tb": "".join(traceback.format_exception(exc)[-3:])[-2000:],
-                    }
-                )
-            )
+            reply = {
+                "error_class": classify(exc, class_rules).value,
+                "exc_type": type(exc).__qualname__,
+                "message": str(exc)[:1000],
+                "tb": "".join(traceback.format_exception(exc)[-3:])[-2000:],
+            }
+        reply["metrics"], ctx.metrics = ctx.metrics, {}
+        conn.send_bytes(orjson.dumps(reply))
     if handler.teardown is not None:
         handler.teardown(None)
 
 
+# what the child's ctx is told of the attempt (TaskContext fields)
+_CTX_IDS = ("job_id", "task_id", "batch_id", "attempt", "slot")
 # the errors of the worker's ``ctx.acquire`` that are raised again in the child, by name
 _ACQUIRE_ERRORS: dict[str, type[Exception]] = {
     e.__name__: e for e in (TimeoutError, ValueError, ConfigError, NotFoundError, StoreError)
@@ -141,26 +147,40 @@ def _acquire(ctx: Any, request: dict[str, Any], left: float | None) -> dict[str,
     return {"granted": True}
 
 
-class _ChildContext:
-    """What a handler's ``ctx`` offers inside the isolated child: requests to the worker."""
+def _ask(conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
+    conn.send_bytes(orjson.dumps(request))
+    return cast(dict[str, Any], orjson.loads(conn.recv_bytes()))
+
+
+class _PipeLimiter(RateLimiter):
+    """The child's rate limiter: the worker's, over the pipe."""
 
     def __init__(self, conn: Connection) -> None:
-        import logging
-
-        self.logger = logging.getLogger("shardflow.handler")
         self._conn = conn
 
-    def metric(self, name: str, value: float) -> None:
-        self._conn.send_bytes(orjson.dumps({"metric": name, "value": float(value)}))
-
     def acquire(self, name: str, tokens: float = 1.0, timeout: float | None = None) -> None:
-        self._conn.send_bytes(orjson.dumps({"acquire": name, "tokens": tokens, "timeout": timeout}))
-        answer = orjson.loads(self._conn.recv_bytes())
+        answer = _ask(self._conn, {"acquire": name, "tokens": tokens, "timeout": timeout})
         if "raise" in answer:
             raise _ACQUIRE_ERRORS.get(answer["raise"], RuntimeError)(answer["message"])
 
     def report_throttled(self, name: str) -> None:
         self._conn.send_bytes(orjson.dumps({"throttled": name}))
+
+
+def _child_context(conn: Connection) -> TaskContext:
+    """The handler's ``ctx`` in the child, before the worker has said which attempt."""
+    import logging
+
+    return TaskContext(
+        job_id="",
+        task_id="",
+        batch_id="",
+        attempt=0,
+        slot="",
+        logger=logging.getLogger("shardflow.handler"),
+        limiter=_PipeLimiter(conn),
+        should_stop=lambda: bool(_ask(conn, {"should_stop": True})["stop"]),
+    )
 
 
 class IsolatedHandler(LoadedHandler):
@@ -186,6 +206,7 @@ class IsolatedHandler(LoadedHandler):
         self._timeout = timeout
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._sent_ids: dict[str, Any] | None = None  # the attempt the child knows
 
     def _start(self) -> Connection:
         ctx = multiprocessing.get_context("spawn")
@@ -203,13 +224,17 @@ class IsolatedHandler(LoadedHandler):
             self._proc.join(timeout=10)
         if self._conn is not None:
             self._conn.close()
-        self._proc = self._conn = None
+        self._proc = self._conn = self._sent_ids = None
 
     def _call(self, record: dict[str, Any], ctx: Any) -> Output:
         conn = self._conn or self._start()
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
-            self._send(conn, orjson.dumps(record))
+            ids = {f: getattr(ctx, f) for f in _CTX_IDS}
+            if ids != self._sent_ids:
+                self._send(conn, orjson.dumps({"ctx": ids}))
+                self._sent_ids = ids
+            self._send(conn, orjson.dumps({"item": record}))
             reply = self._reply(conn, ctx, deadline)
         except BaseException:
             # a timeout, a dead child, or a stop while serving its ctx.acquire: the
@@ -236,13 +261,15 @@ class IsolatedHandler(LoadedHandler):
                 raise ItemTimeout(
                     f"item took longer than {self._timeout:g}s (handler process killed)"
                 )
-            if "metric" in message:
-                ctx.metric(message["metric"], message["value"])
-            elif "throttled" in message:
+            if "throttled" in message:
                 ctx.report_throttled(message["throttled"])
             elif "acquire" in message:
                 self._send(conn, orjson.dumps(_acquire(ctx, message, left)))
+            elif "should_stop" in message:
+                self._send(conn, orjson.dumps({"stop": bool(ctx.should_stop())}))
             else:
+                for name, value in message.pop("metrics", {}).items():
+                    ctx.metric(name, value)
                 return cast(dict[str, Any], message)
 
     @staticmethod
