@@ -14,9 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainValidator,
     WithJsonSchema,
@@ -24,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shardflow.configslurm import SlurmConfig
 from shardflow.configtypes import (
     Duration,
     OneLine,
@@ -34,6 +33,7 @@ from shardflow.configtypes import (
     check_function_ref,
     check_regex,
 )
+from shardflow.configtypes import Section as _Section
 from shardflow.configtypes import custom_error as _custom
 from shardflow.errors import ClassRule, InvalidIdError
 from shardflow.layout import ID_PATTERN, validate_object_name
@@ -105,10 +105,6 @@ def _url_checker(field: str, schemes: dict[str, str]) -> AfterValidator:
         return value
 
     return AfterValidator(check)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class CsvConfig(_Section):
@@ -245,7 +241,11 @@ class ResourcesConfig(_Section):
         default=None, ge=1, description="Worker slots; null = the number of cores."
     )
     cpus: int = Field(default=1, ge=1, description="CPUs per slot.")
-    memory: Size = Field(default=2 * 1024**3, gt=0, description="Memory per slot, e.g. 2GiB.")
+    memory: Size = Field(
+        default=2 * 1024**3,
+        ge=2**20,  # a bare number is bytes: "4096" meant as MB would ask Slurm for 1M
+        description="Memory per slot, e.g. 2GiB (a bare number is bytes; at least 1MiB).",
+    )
     time: Duration = Field(default=3600.0, gt=0, description="Time limit per slot, e.g. 1h.")
     partition: Annotated[str | None, OneLine] = Field(default=None, description="Slurm partition.")
     account: Annotated[str | None, OneLine] = Field(default=None, description="Slurm account.")
@@ -297,26 +297,6 @@ class WorkerConfig(_Section):
                 "heartbeat",
             )
         return self
-
-
-class SlurmConfig(_Section):
-    log_dir: str | None = Field(default=None, description="Folder for Slurm output files.")
-    signal_grace: Duration = Field(
-        default=60.0, ge=0, description="SIGTERM this long before the time limit."
-    )
-    max_array_size: int | None = Field(
-        default=None, ge=1, description="Array size limit; null = read from the cluster."
-    )
-    array_throttle: int | None = Field(
-        default=None, ge=1, description="At most this many array elements at once (%N)."
-    )
-    requeue: bool = Field(default=True, description="Let Slurm requeue preempted slots.")
-    python: Annotated[str | None, OneLine] = Field(
-        default=None, description="Python interpreter on the nodes (default: this one)."
-    )
-    setup: Annotated[list[str], OneLine] = Field(
-        default_factory=list, description="Shell lines run before the worker, e.g. module load."
-    )
 
 
 class OutputConfig(_Section):

@@ -18,7 +18,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ __all__ = [
     "RateLimitConfig",
     "ResourcesConfig",
     "RetryConfig",
+    "Section",
     "Size",
     "SlurmConfig",
     "WorkerConfig",
@@ -70,6 +71,13 @@ __all__ = [
     "parse_rate",
     "parse_size",
 ]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
 
 _NUMBER = r"\d+(?:\.\d+)?|\.\d+"
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
