@@ -1,10 +1,10 @@
 """The isolated handler's child side (``worker.isolation: true``), driven in-process over a
 socket pair: one reply per record, exceptions classed there with the job's rules, setup
-before the first item and teardown when the worker closes the pipe; ``ctx.acquire``,
-``ctx.metric`` and ``ctx.report_throttled`` are requests to the worker.
+with the job's and slot's ids before the first item, teardown when the worker closes the
+pipe, and ``ctx.acquire``, ``ctx.should_stop`` and ``ctx.report_throttled`` as requests
+to the worker.
 
-The real child is killed when the worker closes it, so its own coverage is never saved;
-this drives the same loop in the test process."""
+This drives the child's loop in the test process, where its coverage is measured."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ HANDLER = """
 
     class Enrich:
         def setup(self, ctx):
-            EVENTS.append("setup")
+            EVENTS.append(f"setup {ctx.job_id}@{ctx.slot}#{ctx.task_id}")
 
         def process(self, record, ctx):
             if record.get("fail") == "value":
@@ -55,7 +55,7 @@ HANDLER = """
             }
 
         def teardown(self, ctx):
-            EVENTS.append("teardown")
+            EVENTS.append(f"teardown {ctx.job_id}@{ctx.slot}#{ctx.task_id}")
             with open(ctx_file(), "w") as f:
                 f.write(",".join(EVENTS))
 
@@ -160,7 +160,8 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
     assert replies[3]["ok"]["id"] == 4
     assert replies[3]["metrics"] == {"calls": 1.0}  # per item, not summed
     assert len(replies) == 4
-    assert (tmp_path / "events.txt").read_text() == "setup,teardown"
+    # set up once the worker says which job and slot; with their ids, and no task
+    assert (tmp_path / "events.txt").read_text() == "setup job-1@slot-a#,teardown job-1@slot-a#"
     # the worker's stop signals are left to the worker while an item is in flight
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
 

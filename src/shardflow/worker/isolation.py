@@ -98,9 +98,7 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
         for r in rules
     )
     handler = load_handler(spec, Path(base_dir))
-    if handler.setup is not None:
-        handler.setup(None)
-    ctx = _child_context(conn)
+    ctx, started = _child_context(conn), False
     while True:
         try:
             message = orjson.loads(conn.recv_bytes())
@@ -108,6 +106,10 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
             break
         if "ctx" in message:  # the next items belong to this attempt
             ctx = dataclasses.replace(ctx, **message["ctx"], metrics={})
+            if not started and handler.setup is not None:
+                # as in the slot: the job's and slot's ids, no task
+                handler.setup(dataclasses.replace(ctx, task_id="", batch_id="", attempt=0))
+            started = True
             continue
         try:
             reply: dict[str, Any] = {"ok": handler.run_one(message["item"], ctx)}
@@ -120,10 +122,12 @@ def _child(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any
             }
         reply["metrics"], ctx.metrics = ctx.metrics, {}
         conn.send_bytes(orjson.dumps(reply))
-    if handler.teardown is not None:
-        handler.teardown(None)
+    if started and handler.teardown is not None:
+        handler.teardown(dataclasses.replace(ctx, task_id="", batch_id="", attempt=0))
 
 
+TEARDOWN_GRACE = 10.0
+"""Seconds the isolated child gets for the handler's teardown when the worker closes it."""
 # what the child's ctx is told of the attempt (TaskContext fields)
 _CTX_IDS = ("job_id", "task_id", "batch_id", "attempt", "slot")
 # the errors of the worker's ``ctx.acquire`` that are raised again in the child, by name
@@ -280,4 +284,11 @@ class IsolatedHandler(LoadedHandler):
             raise HandlerCrashed("the isolated handler process is gone") from exc
 
     def close(self) -> None:
+        """Close the pipe: the child runs the handler's teardown and exits (killed if it
+        has not within :data:`TEARDOWN_GRACE` seconds)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=TEARDOWN_GRACE)
         self._kill()

@@ -27,6 +27,7 @@ from shardflow.observability.logging import configure_logging, set_log_fields
 from shardflow.queue.base import SQS_MAX_DELAY_SECONDS, Queue
 from shardflow.ratelimit.client import make_limiter
 from shardflow.statestore.base import StateStore, lease_task, lease_wait
+from shardflow.worker.context import TaskContext
 from shardflow.worker.handler import LoadedHandler, load_handler
 from shardflow.worker.task import TaskAttempt, WorkerEnv
 
@@ -126,15 +127,26 @@ def run_slot(options: SlotOptions) -> int:
     logging.getLogger().setLevel(env.log_level)
     import pyarrow  # noqa: F401  (loaded once per slot, not inside the first task's timing)
 
+    # a class handler's setup and teardown get the slot's ctx: no task (task_id "")
+    ctx = TaskContext(
+        job_id=env.job.job_id,
+        task_id="",
+        batch_id="",
+        attempt=0,
+        slot=env.slot,
+        logger=logging.getLogger("shardflow.handler"),
+        limiter=env.limiter,
+        should_stop=env.stop.is_set,
+    )
     setup = env.handler.setup
     if setup is not None:
-        setup(None)
+        setup(ctx)
     try:
         return _loop(env, options)
     finally:
         teardown = env.handler.teardown
         if teardown is not None:
-            teardown(None)
+            teardown(ctx)
         env.handler.close()
         env.limiter.close()
 
