@@ -103,10 +103,22 @@ def cli() -> None:
 
 
 def main() -> None:
+    """The console script: click's standalone handling, except that Ctrl-C exits 130 (click
+    itself turns it into "Aborted!" and 1, which here means "the job failed")."""
     try:
-        cli.main(prog_name="shardflow", standalone_mode=True)
+        code = cli.main(prog_name="shardflow", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        click.echo("Aborted!", err=True)  # a prompt declined, or stdin closed
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
