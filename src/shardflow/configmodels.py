@@ -166,8 +166,13 @@ class BatchingConfig(_Section):
 
 
 class BackoffConfig(_Section):
-    base: Duration = Field(default=2.0, gt=0, description="First retry delay; doubles per attempt.")
-    cap: Duration = Field(default=300.0, gt=0, description="Longest retry delay.")
+    base: Duration = Field(
+        default=2.0,
+        gt=0,
+        description="Longest first retry delay; doubles per attempt. Each delay is drawn "
+        "uniformly below it (full jitter), so retries of many tasks spread out.",
+    )
+    cap: Duration = Field(default=300.0, gt=0, description="Ceiling of the doubling.")
 
     @model_validator(mode="after")
     def _base_below_cap(self) -> BackoffConfig:
@@ -205,11 +210,15 @@ class RetryConfig(_Section):
     item_attempts: int = Field(
         default=3, ge=1, description="Tries of a transiently failing item within one attempt."
     )
-    tolerated_failure_percent: float = Field(
-        default=1.0, ge=0, le=100, description="The job succeeds if at most this % of items fail."
+    tolerated_failure_percent: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="The job fails if more than this % of its items fail; null = 1, unless "
+        "tolerated_failure_count is set. With both, exceeding either fails the job.",
     )
     tolerated_failure_count: int | None = Field(
-        default=None, ge=0, description="The job succeeds if at most this many items fail."
+        default=None, ge=0, description="The job fails if more than this many items fail."
     )
     rules: list[ClassRuleConfig] = Field(
         default_factory=list, description="Rules tried before the default error classes."

@@ -80,7 +80,7 @@ def test_failures_near_the_tolerated_limit() -> None:
     assert rules_of(evaluate_job(facts({"items.failed": 399}), [], rules)) == []
     (cond,) = evaluate_job(facts({"items.failed": 420}), [], rules)
     assert cond.rule == "failures_near_limit"
-    assert "4.20% of items failed; the job fails above 5.0%" in cond.what
+    assert "4.20% of items failed; the job fails above 5% (420 of 10,000 items)" in cond.what
 
 
 def test_rate_limit_saturation_from_buckets_and_from_wait_time() -> None:

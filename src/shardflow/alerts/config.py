@@ -55,7 +55,8 @@ class ErrorRateRule(_Strict):
 
 
 class FailureBudgetRule(_Strict):
-    """Failed items reached ``at_fraction`` of ``retry.tolerated_failure_percent``."""
+    """Failed items reached ``at_fraction`` of what the job tolerates
+    (``retry.tolerated_failure_percent`` or ``_count``)."""
 
     enabled: bool = True
     at_fraction: float = Field(default=0.8, gt=0, le=1)

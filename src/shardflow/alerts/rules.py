@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shardflow.alerts.config import Rules
+from shardflow.coordinator.retry import FailureThreshold
 from shardflow.models import Job, JobStatus
 
 CRITICAL, ERROR, WARNING = "critical", "error", "warning"
@@ -171,19 +172,21 @@ def _error_rate(
 def _failure_budget(facts: JobFacts, current: Snapshot, rules: Rules) -> Condition | None:
     job, r = facts.job, rules.failures_near_limit
     retry_cfg = (job.config.get("config") or {}).get("retry") or {}
-    tolerated = retry_cfg.get("tolerated_failure_percent")
-    if not r.enabled or tolerated is None or not job.total_items or not current.failed:
+    tolerated = FailureThreshold.of(
+        retry_cfg.get("tolerated_failure_percent"), retry_cfg.get("tolerated_failure_count")
+    )
+    if not r.enabled or not job.total_items or not current.failed:
+        return None
+    if tolerated.used(current.failed, job.total_items) < r.at_fraction:
         return None
     pct = 100.0 * current.failed / job.total_items
-    if pct < r.at_fraction * float(tolerated):
-        return None
     what = (
-        f"{pct:.2f}% of items failed; the job fails above {tolerated}% "
+        f"{pct:.2f}% of items failed; the job fails above {tolerated.describe()} "
         f"({current.failed:,} of {job.total_items:,} items)"
     )
     action = (
         "find the failing input or dependency before the job fails "
-        f"(`{_cmd(job)}`); raise retry.tolerated_failure_percent only if expected"
+        f"(`{_cmd(job)}`); raise retry.tolerated_failure_percent (or _count) only if expected"
     )
     details = {"percent": round(pct, 3)}
     return _about(job, "failures_near_limit", ERROR, what, action, details=details)

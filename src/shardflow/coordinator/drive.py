@@ -227,7 +227,7 @@ def finish(svc: Services, job_id: str) -> Job:
     status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
     message = (
         f"{manifest.failures} of {manifest.items_total} items failed, above the tolerated "
-        f"{cfg.retry.tolerated_failure_percent}%"
+        f"{threshold.describe()}"
         if failed
         else None
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -30,17 +31,44 @@ class RetryPolicy:
         return error_class is ErrorClass.TRANSIENT and tries < self.item_attempts
 
 
+DEFAULT_TOLERATED_PERCENT = 1.0
+"""The tolerated share of failed items when a job sets neither a percent nor a count."""
+
+
 @dataclass(frozen=True, slots=True)
 class FailureThreshold:
-    percent: float = 1.0
+    """How many failed items a job tolerates: a percent of its items, a count, or both
+    (then exceeding either fails it, as Step Functions' tolerated failures do)."""
+
+    percent: float | None = DEFAULT_TOLERATED_PERCENT
     count: int | None = None
 
+    @classmethod
+    def of(cls, percent: float | None, count: int | None) -> FailureThreshold:
+        """The threshold a config gives; neither set means the default percent."""
+        if percent is None and count is None:
+            percent = DEFAULT_TOLERATED_PERCENT
+        return cls(percent=percent, count=count)
+
     def exceeded(self, failed: int, total: int) -> bool:
-        """True when failures are above what the job tolerates (count or percent)."""
-        if failed == 0:
-            return False
-        if self.count is not None and failed > self.count:
-            return True
-        if total <= 0:
-            return True
-        return failed * 100.0 > self.percent * total
+        """True when failures are above what the job tolerates."""
+        return self.used(failed, total) > 1.0
+
+    def used(self, failed: int, total: int) -> float:
+        """The share of the tolerance ``failed`` items use (above 1: exceeded)."""
+        if failed <= 0:
+            return 0.0
+        shares = []
+        if self.count is not None:
+            shares.append(failed / self.count if self.count else math.inf)
+        if self.percent is not None:
+            limit = self.percent * max(total, 0) / 100.0
+            shares.append(failed / limit if limit else math.inf)
+        return max(shares)
+
+    def describe(self) -> str:
+        """``1%``, ``100 items`` or ``1% or 100 items``."""
+        parts = [f"{self.percent:g}%"] if self.percent is not None else []
+        if self.count is not None:
+            parts.append(f"{self.count:,} item{'s' if self.count != 1 else ''}")
+        return " or ".join(parts)

@@ -49,8 +49,8 @@ def retry_policy(cfg: JobConfig) -> RetryPolicy:
 
 
 def failure_threshold(cfg: JobConfig) -> FailureThreshold:
-    return FailureThreshold(
-        percent=cfg.retry.tolerated_failure_percent, count=cfg.retry.tolerated_failure_count
+    return FailureThreshold.of(
+        cfg.retry.tolerated_failure_percent, cfg.retry.tolerated_failure_count
     )
 
 

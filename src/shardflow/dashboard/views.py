@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from shardflow.cli.common import job_summary
 from shardflow.cli.status_views import errors_by_class, task_row
+from shardflow.coordinator.retry import FailureThreshold
 from shardflow.dashboard import charts
 from shardflow.dashboard.scan import JobScan
 from shardflow.layout import Layout
@@ -147,14 +148,17 @@ def job_page(
         for g in state.list_task_groups(job.job_id)
     ]
     cfg = job.config.get("config") or {}
-    tolerated = (cfg.get("retry") or {}).get("tolerated_failure_percent")
+    retry_cfg = cfg.get("retry") or {}
+    tolerated = FailureThreshold.of(
+        retry_cfg.get("tolerated_failure_percent"), retry_cfg.get("tolerated_failure_count")
+    ).describe()
     return {
         "job": job,
         "summary": summary,
         "task_counts": [(s.value, int(counters.get(f"tasks.{s.value}", 0))) for s in TaskStatus],
         "errors": errors_by_class(state, job.job_id, counters),
         "item_failures": item_failures,
-        "tolerated_percent": tolerated,
+        "tolerated": tolerated,
         "failed_percent": 100.0 * items["failed"] / items["total"] if items["total"] else 0.0,
         "charts": _charts(job, scan, now, events),
         "scan": scan,
