@@ -121,19 +121,31 @@ class AwsUrl:
     options: Mapping[str, str]
 
 
+def _shown(url: str) -> str:
+    """``url`` for an error message: a user part (and its password) masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 def parse_aws_url(url: str, scheme: str, extra_options: Iterable[str] = ()) -> AwsUrl:
     """Split an adapter URL; ConfigError for another scheme, no location, a fragment,
-    or an option that is not in :data:`COMMON_OPTIONS` or ``extra_options``."""
+    a user part, or an option that is not in :data:`COMMON_OPTIONS` or ``extra_options``.
+    Messages never repeat a user part."""
     parts = urlsplit(url)
     if parts.scheme != scheme or not parts.netloc:
-        raise ConfigError(f"expected a {scheme}://NAME URL, got {url!r}")
+        raise ConfigError(f"expected a {scheme}://NAME URL, got {_shown(url)!r}")
     if parts.fragment or "@" in parts.netloc:
-        raise ConfigError(f"{url!r}: no fragment or user part allowed in a {scheme}:// URL")
+        raise ConfigError(
+            f"{_shown(url)!r}: no fragment or user part allowed in a {scheme}:// URL "
+            "(AWS credentials come from the provider chain)"
+        )
     allowed = COMMON_OPTIONS | frozenset(extra_options)
     options: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if key not in allowed:
-            raise ConfigError(f"{url!r}: unknown option {key!r} (known: {sorted(allowed)})")
+            raise ConfigError(f"{_shown(url)!r}: unknown option {key!r} (known: {sorted(allowed)})")
         options[key] = value
     return AwsUrl(parts.scheme, parts.netloc, parts.path.strip("/"), options)
 

@@ -87,6 +87,8 @@ def _check_object_name(value: str) -> str:
         raise _custom(
             "object_name", f"invalid output name {value!r}: use letters, digits, '.', '_', '-'"
         ) from None
+    if value in ("failures", "rejects"):  # output/failures.parquet, output/rejects.parquet
+        raise _custom("object_name", f"output name {value!r} is taken by the job's {value} file")
     return value
 
 

@@ -174,6 +174,9 @@ class LocalPaths:
             self.scratch, validate_id(job_id, "job id"), validate_id(task_id, "task id")
         )
 
+    def job_scratch_dir(self, job_id: str) -> Path:
+        return self._safe_child(self.scratch, validate_id(job_id, "job id"))
+
     def log_file(self, job_id: str, task_id: str, attempt: int) -> Path:
         return self._safe_child(
             self.workspace,

@@ -182,10 +182,14 @@ def test_retry_redrives_failed_tasks_to_success(tmp_path: Path) -> None:
 
 
 def test_purge_asks_refuses_and_removes_everything(tmp_path: Path) -> None:
-    job = make_job(tmp_path, "slow", records=400)
+    job = make_job(tmp_path, "slow", records=400, worker="{scratch: node-scratch}")
     run_json(["run", str(job), "--job-id", "pg"], tmp_path, check=0)
     store_root = tmp_path / ".shardflow" / "store" / "jobs" / "pg"
     assert store_root.exists()
+    # what a slot killed mid-task leaves in the job's worker.scratch
+    left = tmp_path / "node-scratch" / "pg" / "t000000"
+    left.mkdir(parents=True)
+    (left / "checkpoint.db").write_bytes(b"partial")
 
     proc = subprocess.run(
         [sys.executable, "-m", "shardflow.cli.main", "purge", "pg"],
@@ -200,6 +204,8 @@ def test_purge_asks_refuses_and_removes_everything(tmp_path: Path) -> None:
     shardflow(["purge", "pg", "--yes"], tmp_path, check=0)
     assert not store_root.exists()
     assert not (tmp_path / ".shardflow" / "logs" / "pg").exists()
+    assert not (tmp_path / "node-scratch" / "pg").exists()
+    assert (tmp_path / "node-scratch").exists()  # other jobs' scratch is not touched
     shardflow(["status", "pg"], tmp_path, check=2)
 
 

@@ -328,6 +328,8 @@ def test_loaded_config_knows_its_file(tmp_path: Path) -> None:
         ("rate_limits", "{geo: {rate: 0/s}}", "rate_limits.geo.rate", "rate above zero"),
         ("resources", '{extra_sbatch: ["--x\\n--y"]}', "resources.extra_sbatch", "single line"),
         ("output", "{name: ../evil}", "output.name", "invalid output name"),
+        ("output", "{name: failures}", "output.name", "taken by the job's failures file"),
+        ("output", "{name: rejects}", "output.name", "taken by the job's rejects file"),
         ("output", "{schema: {a: int99}}", "output.schema.a", "unknown column type"),
         ("input", "{path: [], format: xml}", "input.path", "a list of them"),
         ("input", "{path: x, format: xml}", "input.format", "got 'xml'"),

@@ -37,10 +37,15 @@ def fail(message: str, code: int = 2, hint: str | None = None) -> NoReturn:
 
 
 def load_config_or_exit(path: Path, sets: Sequence[str]) -> LoadedConfig:
+    """The job file, validated, with no credentials in it (they are refused before any
+    backend is opened or anything is printed); exit 2 with every problem otherwise."""
     from shardflow.config import load_job_config
+    from shardflow.security.redact import check_no_embedded_credentials
 
     try:
-        return load_job_config(path, list(sets))
+        loaded = load_job_config(path, list(sets))
+        check_no_embedded_credentials(loaded.config.model_dump(mode="json"))
+        return loaded
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -55,7 +60,7 @@ def open_cli_state(state_url: str | None) -> StateStore:
     if "://" not in url and not Path(url).exists():
         fail(
             f"no shardflow state at {url}",
-            hint="run this from the folder where you ran `shardflow run`, or pass --state URL",
+            hint="run this from the folder where you ran `shardflow run`, or pass --state-url URL",
         )
     try:
         return open_state_store(

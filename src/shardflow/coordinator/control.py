@@ -211,9 +211,12 @@ def purge_job(
     state.delete_buckets(f"{job_id}/")
     state.delete_job(job_id)
     workspace = Path(str(job.config.get("workspace", svc.workspace)))
-    paths = LocalPaths(workspace, workspace / "scratch")
-    shutil.rmtree(paths.job_log_dir(job_id), ignore_errors=True)
-    shutil.rmtree(workspace / "scratch" / job_id, ignore_errors=True)
+    shutil.rmtree(LocalPaths(workspace, workspace).job_log_dir(job_id), ignore_errors=True)
+    # checkpoints: the default scratch, and `worker.scratch` as this host sees it (slots
+    # start in the folder the workspace is in; node-local scratch elsewhere stays there)
+    scratch = ((job.config.get("config") or {}).get("worker") or {}).get("scratch")
+    for root in {workspace / "scratch", workspace.parent / str(scratch or "scratch")}:
+        shutil.rmtree(LocalPaths(workspace, root).job_scratch_dir(job_id), ignore_errors=True)
     audit.record(
         svc.store,
         actor=actor,
