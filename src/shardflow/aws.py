@@ -122,11 +122,13 @@ class AwsUrl:
 
 
 def _shown(url: str) -> str:
-    """``url`` for an error message: a user part (and its password) masked."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    """``url`` for an error message: everything up to its last ``@`` (a user part and
+    password, however malformed) masked, and option values dropped."""
+    scheme, sep, rest = url.partition("://")
+    rest = rest.split("?", 1)[0] + ("?…" if "?" in rest else "")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
 
 
 def parse_aws_url(url: str, scheme: str, extra_options: Iterable[str] = ()) -> AwsUrl:

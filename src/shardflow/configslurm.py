@@ -17,7 +17,9 @@ class SlurmReconcileConfig(Section):
     (partition, account, qos, extra sbatch lines) or from shardflow's small defaults."""
 
     cpus: int | None = Field(default=None, ge=1, description="CPUs (default 1).")
-    memory: Size | None = Field(default=None, gt=0, description="Memory (default 1GiB).")
+    memory: Size | None = Field(
+        default=None, ge=2**20, description="Memory (default 1GiB; a bare number is bytes)."
+    )
     time: Duration | None = Field(default=None, gt=0, description="Time limit (default 15m).")
     partition: Annotated[str | None, OneLine] = Field(default=None, description="Partition.")
     account: Annotated[str | None, OneLine] = Field(default=None, description="Account.")

@@ -190,6 +190,8 @@ def test_purge_asks_refuses_and_removes_everything(tmp_path: Path) -> None:
     left = tmp_path / "node-scratch" / "pg" / "t000000"
     left.mkdir(parents=True)
     (left / "checkpoint.db").write_bytes(b"partial")
+    mine = tmp_path / "scratch" / "pg"  # the user's own folder, not shardflow's
+    mine.mkdir(parents=True)
 
     proc = subprocess.run(
         [sys.executable, "-m", "shardflow.cli.main", "purge", "pg"],
@@ -206,6 +208,7 @@ def test_purge_asks_refuses_and_removes_everything(tmp_path: Path) -> None:
     assert not (tmp_path / ".shardflow" / "logs" / "pg").exists()
     assert not (tmp_path / "node-scratch" / "pg").exists()
     assert (tmp_path / "node-scratch").exists()  # other jobs' scratch is not touched
+    assert mine.exists()
     shardflow(["status", "pg"], tmp_path, check=2)
 
 

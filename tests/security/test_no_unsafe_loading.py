@@ -43,6 +43,7 @@ FORBIDDEN_MODULES = {
 UNSAFE_YAML = {"load", "load_all", "unsafe_load", "unsafe_load_all", "full_load", "full_load_all"}
 ALLOWED_MULTIPROCESSING = {
     "worker/isolation.py": "spawn pickles only our own process arguments; items are JSON bytes",
+    "worker/isolated_child.py": "the child's end of that pipe: JSON bytes only (recv_bytes)",
 }
 
 

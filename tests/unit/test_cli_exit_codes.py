@@ -12,11 +12,16 @@ from shardflow.cli import main as cli_main
 
 
 @click.command()
-@click.option("--how", type=click.Choice(["interrupt", "decline", "fail", "ok"]))
+@click.option("--how", type=click.Choice(["interrupt", "at-prompt", "decline", "fail", "ok"]))
 def probe(how: str) -> None:
     """A stand-in command, registered for these tests only."""
     if how == "interrupt":
         raise KeyboardInterrupt
+    if how == "at-prompt":  # what click.prompt does on Ctrl-C
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise click.Abort() from None
     if how == "decline":
         click.confirm("really?", abort=True)
     if how == "fail":
@@ -38,6 +43,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     ("args", "code", "says"),
     [
         (["probe", "--how", "interrupt"], 130, "interrupted"),
+        (["probe", "--how", "at-prompt"], 130, "interrupted"),
         (["probe", "--how", "decline"], 1, "Aborted!"),
         (["probe", "--how", "fail"], 1, ""),
         (["probe", "--how", "ok"], 0, ""),

@@ -26,6 +26,8 @@ from shardflow.coordinator.specs import failure_threshold
         (0.0, None, 0, 10_000, False),
         (None, 0, 1, 10_000, True),
         (None, None, 1, 0, True),  # failures of a job with no items
+        (2.3, None, 69, 3000, False),  # exactly at 2.3%: 2.3 * 3000 is 6899.99… in floats
+        (2.3, None, 70, 3000, True),
     ],
 )
 def test_a_job_fails_above_its_tolerance(
@@ -39,6 +41,7 @@ def test_the_tolerance_is_described_as_configured() -> None:
     assert FailureThreshold.of(None, 1000).describe() == "1,000 items"
     assert FailureThreshold.of(2.5, 1).describe() == "2.5% or 1 item"
     assert FailureThreshold.of(None, 1000).used(800, 10_000) == pytest.approx(0.8)
+    assert FailureThreshold(percent=None, count=None) == FailureThreshold.of(None, None)
 
 
 def test_a_job_file_with_only_a_count_is_held_to_the_count(tmp_path: Path) -> None:

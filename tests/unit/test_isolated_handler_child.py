@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shardflow.worker.isolation import _child
+from shardflow.worker.isolated_child import child_main
 
 IDS = {
     "job_id": "job-1",
@@ -36,7 +36,9 @@ HANDLER = """
 
     class Enrich:
         def setup(self, ctx):
-            EVENTS.append(f"setup {ctx.job_id}@{ctx.slot}#{ctx.task_id}")
+            # asks the worker while the first item is already on its way
+            ctx.acquire("warm-up")
+            EVENTS.append(f"setup {ctx.job_id}@{ctx.slot}#{ctx.task_id} {ctx.should_stop()}")
 
         def process(self, record, ctx):
             if record.get("fail") == "value":
@@ -86,10 +88,11 @@ def _run_child(
     rules: list[dict[str, Any]],
     answer: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """Every message the child sent, in order. A thread plays the worker: it sends one
-    record at a time and answers the child's ``ctx.acquire`` requests with ``answer``
-    (granted by default) and ``ctx.should_stop()`` with False; the child runs here, in the
-    main thread, as its signal set-up requires."""
+    """Every message the child sent, in order. A thread plays the worker: it sends the
+    attempt's ids, then one record at a time, answering the child's ``ctx.acquire("api")``
+    with ``answer`` (granted by default, and always for other limits) and
+    ``ctx.should_stop()`` with False. The child runs here, in the main thread, as its
+    signal set-up requires."""
     (tmp_path / "enrich_iso.py").write_text(textwrap.dedent(HANDLER), encoding="utf-8")
     a, b = socket.socketpair()
     worker, child = Connection(a.detach()), Connection(b.detach())
@@ -103,16 +106,17 @@ def _run_child(
                 message = orjson.loads(worker.recv_bytes())
                 messages.append(message)
                 if "acquire" in message:
-                    worker.send_bytes(orjson.dumps(answer or {"granted": True}))
+                    given = answer if answer and message["acquire"] == "api" else None
+                    worker.send_bytes(orjson.dumps({"answer": given or {"granted": True}}))
                 elif "should_stop" in message:
-                    worker.send_bytes(orjson.dumps({"stop": False}))
+                    worker.send_bytes(orjson.dumps({"answer": {"stop": False}}))
                 elif "throttled" not in message:
                     break  # the item's reply
         worker.close()  # the worker is done: the child sees EOF and tears down
 
     thread = threading.Thread(target=play_the_worker)
     thread.start()
-    _child(child, "enrich_iso.py:Enrich", str(tmp_path), rules)
+    child_main(child, "enrich_iso.py:Enrich", str(tmp_path), rules)
     child.close()
     thread.join(timeout=30)
     assert not thread.is_alive()
@@ -139,8 +143,11 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
         ],
         rules,
     )
-    # the handler's ctx calls go to the worker, in order; its metrics come with the reply
-    assert messages[:3] == [
+    # the handler's ctx calls go to the worker, in order (setup's first: it asked while
+    # the first item was queued, which it set aside); its metrics come with the reply
+    assert messages[:5] == [
+        {"acquire": "warm-up", "tokens": 1.0, "timeout": None},
+        {"should_stop": True},
         {"acquire": "api", "tokens": 1.0, "timeout": None},
         {"throttled": "api"},
         {"should_stop": True},
@@ -161,7 +168,9 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
     assert replies[3]["metrics"] == {"calls": 1.0}  # per item, not summed
     assert len(replies) == 4
     # set up once the worker says which job and slot; with their ids, and no task
-    assert (tmp_path / "events.txt").read_text() == "setup job-1@slot-a#,teardown job-1@slot-a#"
+    assert (tmp_path / "events.txt").read_text() == (
+        "setup job-1@slot-a# False,teardown job-1@slot-a#"
+    )
     # the worker's stop signals are left to the worker while an item is in flight
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
 

@@ -19,7 +19,20 @@ from shardflow.worker.context import RateLimiter, TaskContext
 from shardflow.worker.isolation import IsolatedHandler, RemoteItemError
 
 HANDLER = """
+    import threading
+
     def handle(record, ctx):
+        if record.get("threads"):  # a handler that calls its API from a thread pool
+            answers = []
+            def call():
+                ctx.acquire("api", 1)
+                answers.append(ctx.should_stop())
+            pool = [threading.Thread(target=call) for _ in range(record["threads"])]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            return {"id": record["id"], "answers": answers}
         ctx.metric("calls", 1)
         ctx.acquire("api", 2)
         if record.get("throttle"):
@@ -133,8 +146,9 @@ def test_a_stop_while_the_worker_waits_for_tokens_abandons_the_item_and_its_chil
     limiter.error = StopRequested("stopped while waiting for rate limit 'api'")
     with pytest.raises(StopRequested):
         handler.process({"id": 2}, ctx)
-    assert handler._proc is None  # killed: it was waiting for an answer it will never get
-    assert first.exitcode is not None
+    assert handler._proc is None
+    # its pipe was closed: it abandoned the item and exited on its own, not killed
+    assert first.exitcode == 0
     limiter.error = None
     assert handler.process({"id": 3}, ctx) == {"id": 3}  # a new child for the next attempt
 
@@ -148,3 +162,12 @@ def test_the_child_ctx_knows_the_attempt_and_asks_the_worker_whether_to_stop(
     # the same child, a new attempt: the ids follow, and so does the stop flag
     later = handler.process({"id": 2, "who": True}, context(limiter, "t000002", stop=True))
     assert later == {"id": 2, "task": "t000002#1", "stop": True}
+
+
+def test_requests_from_the_handlers_threads_each_get_their_own_answer(
+    handler: IsolatedHandler,
+) -> None:
+    limiter = RecordingLimiter()
+    out = handler.process({"id": 1, "threads": 8}, context(limiter))
+    assert out == {"id": 1, "answers": [False] * 8}
+    assert limiter.calls == [("acquire", "api", 1.0, None)] * 8

@@ -60,6 +60,7 @@ def test_the_documented_slurm_keys_load_and_reach_the_settings(tmp_path: Path) -
         ("slurm: {signal_grace: 0}", "slurm.signal_grace"),
         ("slurm: {submit_rate: 0}", "slurm.submit_rate"),
         ("slurm: {reconcile: {cpu: 2}}", "slurm.reconcile.cpu"),
+        ("slurm: {reconcile: {memory: 4096}}", "slurm.reconcile.memory"),
     ],
 )
 def test_slurm_values_sbatch_would_misread_are_config_errors(

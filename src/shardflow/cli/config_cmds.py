@@ -55,9 +55,13 @@ def _report(problems: Sequence[ConfigProblem], job_file: Path) -> NoReturn:
 
 def _load(job_file: Path, sets: Sequence[str]) -> LoadedConfig:
     from shardflow.config import load_job_config
+    from shardflow.security.redact import check_no_embedded_credentials
 
     try:
-        return load_job_config(job_file, list(sets))
+        loaded = load_job_config(job_file, list(sets))
+        # refused here as by run and submit: `validate` says what they would say
+        check_no_embedded_credentials(loaded.config.model_dump(mode="json"))
+        return loaded
     except ConfigError as exc:
         _report(exc.problems, job_file)
 

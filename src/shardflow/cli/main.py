@@ -108,7 +108,8 @@ def main() -> None:
     try:
         code = cli.main(prog_name="shardflow", standalone_mode=False)
     except click.exceptions.Abort as exc:
-        if isinstance(exc.__cause__, KeyboardInterrupt):
+        # Ctrl-C while a command ran (Abort from it), or at a prompt (Abort from None)
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
             click.echo("interrupted", err=True)
             sys.exit(130)
         click.echo("Aborted!", err=True)  # a prompt declined, or stdin closed

@@ -8,6 +8,7 @@ The CLI, the dashboard and the Slurm reconcile step all call these.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from pathlib import Path
 from shardflow.coordinator.drive import Services
 from shardflow.coordinator.reconcile import iter_tasks, reconcile
 from shardflow.coordinator.specs import retry_policy
-from shardflow.errors import ConflictError, UsageError
+from shardflow.errors import ConflictError, InvalidIdError, UsageError
 from shardflow.layout import Layout, LocalPaths
 from shardflow.models import ErrorClass, Event, Job, JobStatus, TaskStatus
 from shardflow.security import audit
 from shardflow.statestore.base import StateStore, transition_task, update_job
+
+log = logging.getLogger("shardflow.control")
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,12 @@ def purge_job(
     # checkpoints: the default scratch, and `worker.scratch` as this host sees it (slots
     # start in the folder the workspace is in; node-local scratch elsewhere stays there)
     scratch = ((job.config.get("config") or {}).get("worker") or {}).get("scratch")
-    for root in {workspace / "scratch", workspace.parent / str(scratch or "scratch")}:
-        shutil.rmtree(LocalPaths(workspace, root).job_scratch_dir(job_id), ignore_errors=True)
+    roots = [workspace / "scratch"] + ([workspace.parent / str(scratch)] if scratch else [])
+    for root in roots:
+        try:
+            shutil.rmtree(LocalPaths(workspace, root).job_scratch_dir(job_id), ignore_errors=True)
+        except InvalidIdError as exc:  # the job's folder there is a link out: left alone
+            log.warning("purge %s: not removing checkpoints: %s", job_id, exc)
     audit.record(
         svc.store,
         actor=actor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from fractions import Fraction
 
 from shardflow.models import ErrorClass
 
@@ -38,24 +39,32 @@ DEFAULT_TOLERATED_PERCENT = 1.0
 @dataclass(frozen=True, slots=True)
 class FailureThreshold:
     """How many failed items a job tolerates: a percent of its items, a count, or both
-    (then exceeding either fails it, as Step Functions' tolerated failures do)."""
+    (then exceeding either fails it, as Step Functions' tolerated failures do); neither
+    means :data:`DEFAULT_TOLERATED_PERCENT`."""
 
     percent: float | None = DEFAULT_TOLERATED_PERCENT
     count: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.percent is None and self.count is None:
+            object.__setattr__(self, "percent", DEFAULT_TOLERATED_PERCENT)
+
     @classmethod
     def of(cls, percent: float | None, count: int | None) -> FailureThreshold:
-        """The threshold a config gives; neither set means the default percent."""
-        if percent is None and count is None:
-            percent = DEFAULT_TOLERATED_PERCENT
+        """The threshold a config gives (``retry.tolerated_failure_percent``, ``_count``)."""
         return cls(percent=percent, count=count)
 
     def exceeded(self, failed: int, total: int) -> bool:
-        """True when failures are above what the job tolerates."""
-        return self.used(failed, total) > 1.0
+        """True when failures are above what the job tolerates (exactly: 69 of 3,000 at
+        2.3% is at the limit, not above it)."""
+        if failed <= 0:
+            return False
+        if self.count is not None and failed > self.count:
+            return True
+        return self.percent is not None and failed * 100 > Fraction(str(self.percent)) * total
 
     def used(self, failed: int, total: int) -> float:
-        """The share of the tolerance ``failed`` items use (above 1: exceeded)."""
+        """The share of the tolerance ``failed`` items use (above 1: exceeded), for alerts."""
         if failed <= 0:
             return 0.0
         shares = []

@@ -20,7 +20,7 @@ from shardflow.backends import (
     queue_url,
     register_input_schemes,
 )
-from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError
+from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError, StopRequested
 from shardflow.layout import Layout, LocalPaths, validate_id
 from shardflow.models import Job
 from shardflow.observability.logging import configure_logging, set_log_fields
@@ -144,11 +144,14 @@ def run_slot(options: SlotOptions) -> int:
     try:
         return _loop(env, options)
     finally:
-        teardown = env.handler.teardown
-        if teardown is not None:
-            teardown(ctx)
-        env.handler.close()
-        env.limiter.close()
+        try:
+            if env.handler.teardown is not None:
+                env.handler.teardown(ctx)
+        except StopRequested:
+            log.warning("the handler's teardown was stopped while it waited for tokens")
+        finally:
+            env.handler.close()
+            env.limiter.close()  # unspent tokens go back to their buckets
 
 
 def _loop(env: WorkerEnv, options: SlotOptions) -> int:
