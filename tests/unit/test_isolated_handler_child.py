@@ -89,29 +89,34 @@ def _run_child(
     answer: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Every message the child sent, in order. A thread plays the worker: it sends the
-    attempt's ids, then one record at a time, answering the child's ``ctx.acquire("api")``
-    with ``answer`` (granted by default, and always for other limits) and
-    ``ctx.should_stop()`` with False. The child runs here, in the main thread, as its
-    signal set-up requires."""
+    attempt's ids and waits for ``ready``, then one record at a time, answering the child's
+    ``ctx.acquire("api")`` with ``answer`` (granted by default, and always for other
+    limits) and ``ctx.should_stop()`` with False. The child runs here, in the main thread,
+    as its signal set-up requires."""
     (tmp_path / "enrich_iso.py").write_text(textwrap.dedent(HANDLER), encoding="utf-8")
     a, b = socket.socketpair()
     worker, child = Connection(a.detach()), Connection(b.detach())
     messages: list[Any] = []
 
+    def serve() -> None:
+        """Answer the child's requests until its reply (or ``ready``) comes."""
+        while True:
+            message = orjson.loads(worker.recv_bytes())
+            messages.append(message)
+            if "acquire" in message:
+                given = answer if answer and message["acquire"] == "api" else None
+                worker.send_bytes(orjson.dumps({"answer": given or {"granted": True}}))
+            elif "should_stop" in message:
+                worker.send_bytes(orjson.dumps({"answer": {"stop": False}}))
+            elif "throttled" not in message:
+                return
+
     def play_the_worker() -> None:
         worker.send_bytes(orjson.dumps({"ctx": IDS}))
+        serve()  # setup runs; the child says it is ready
         for record in records:
             worker.send_bytes(orjson.dumps({"item": record}))
-            while True:
-                message = orjson.loads(worker.recv_bytes())
-                messages.append(message)
-                if "acquire" in message:
-                    given = answer if answer and message["acquire"] == "api" else None
-                    worker.send_bytes(orjson.dumps({"answer": given or {"granted": True}}))
-                elif "should_stop" in message:
-                    worker.send_bytes(orjson.dumps({"answer": {"stop": False}}))
-                elif "throttled" not in message:
-                    break  # the item's reply
+            serve()
         worker.close()  # the worker is done: the child sees EOF and tears down
 
     thread = threading.Thread(target=play_the_worker)
@@ -143,11 +148,12 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
         ],
         rules,
     )
-    # the handler's ctx calls go to the worker, in order (setup's first: it asked while
-    # the first item was queued, which it set aside); its metrics come with the reply
-    assert messages[:5] == [
+    # the handler's ctx calls go to the worker, in order: setup's before the child says it
+    # is ready, then the item's; its metrics come with the reply
+    assert messages[:6] == [
         {"acquire": "warm-up", "tokens": 1.0, "timeout": None},
         {"should_stop": True},
+        {"ready": True},
         {"acquire": "api", "tokens": 1.0, "timeout": None},
         {"throttled": "api"},
         {"should_stop": True},

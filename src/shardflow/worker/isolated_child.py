@@ -1,13 +1,14 @@
 """The child process of ``worker.isolation: true``: runs the handler one item at a time.
 
 The pipe protocol (JSON, never pickle). The worker sends ``{"ctx": ids}`` before the first
-item of each attempt and ``{"item": record}`` per item; the child replies to each item with
-``{"ok": output}`` or an error record, plus the item's ``metrics``. While an item runs, the
-child may ask ``{"acquire": …}`` or ``{"should_stop": true}`` and waits for ``{"answer":
-…}``, or tell ``{"throttled": name}``. Answers are tagged: a request made while other
-messages are queued (a handler's ``setup`` runs when the first ``{"ctx"}`` arrives, with the
-first item already sent) sets those aside for the main loop instead of taking them for its
-answer. Requests from the handler's threads are serialised.
+item of each attempt; the child answers ``{"ready": true}`` (after running the handler's
+``setup`` on the first one, outside any item's timeout) or ``{"setup_error": text}`` if the
+handler cannot be loaded or set up. Then ``{"item": record}`` per item; the child replies
+with ``{"ok": output}`` or an error record (an output JSON cannot carry is one), plus the
+item's ``metrics``. While it works, the child may ask ``{"acquire": …}`` or
+``{"should_stop": true}`` and wait for ``{"answer": …}``, or tell ``{"throttled": name}``.
+Answers are tagged, and anything else that arrives meanwhile is set aside for the main
+loop; requests from the handler's threads are serialised.
 
 The worker closing the pipe ends the child: it runs the handler's teardown and exits.
 """
@@ -71,10 +72,11 @@ class _Pipe:
             except (EOFError, OSError) as exc:
                 raise WorkerGone("the worker closed the pipe") from exc
 
-    def tell(self, message: dict[str, Any]) -> None:
+    def tell(self, message: dict[str, Any] | bytes) -> None:
+        data = message if isinstance(message, bytes) else orjson.dumps(message)
         with self.lock:
             try:
-                self.conn.send_bytes(orjson.dumps(message))
+                self.conn.send_bytes(data)
             except OSError as exc:
                 raise WorkerGone("the worker closed the pipe") from exc
 
@@ -125,8 +127,12 @@ def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str,
         )
         for r in rules
     )
-    handler = load_handler(spec, Path(base_dir))
     pipe = _Pipe(conn)
+    try:
+        handler = load_handler(spec, Path(base_dir))
+    except Exception as exc:
+        pipe.tell({"setup_error": "".join(traceback.format_exception(exc)[-3:])[-2000:]})
+        return
     ctx = TaskContext(
         job_id="",
         task_id="",
@@ -144,19 +150,27 @@ def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str,
             if "ctx" in message:  # the next items belong to this attempt
                 ctx = dataclasses.replace(ctx, **message["ctx"], metrics={})
                 if not started and handler.setup is not None:
-                    handler.setup(_no_task(ctx))
+                    try:
+                        handler.setup(_no_task(ctx))
+                    except Exception as exc:
+                        text = "".join(traceback.format_exception(exc)[-3:])[-2000:]
+                        pipe.tell({"setup_error": text})
+                        return
                 started = True
+                pipe.tell({"ready": True})
                 continue
             try:
-                reply: dict[str, Any] = {"ok": handler.run_one(message["item"], ctx)}
-            except Exception as exc:
-                reply = _error_reply(exc, class_rules)
-            reply["metrics"], ctx.metrics = ctx.metrics, {}
+                out = handler.run_one(message["item"], ctx)
+                reply = orjson.dumps({"ok": out, "metrics": ctx.metrics})
+            except Exception as exc:  # the handler's, or an output JSON cannot carry
+                reply = orjson.dumps({**_error_reply(exc, class_rules), "metrics": ctx.metrics})
+            ctx.metrics = {}
             pipe.tell(reply)
     except (EOFError, WorkerGone):
         pass  # the worker is done with this child (or stopped while the handler waited)
-    if started and handler.teardown is not None:
-        # the worker no longer answers: teardown's ctx limits nothing and says "stop"
-        handler.teardown(
-            dataclasses.replace(_no_task(ctx), limiter=RateLimiter(), should_stop=lambda: True)
-        )
+    finally:
+        if started and handler.teardown is not None:
+            # the worker no longer answers: teardown's ctx limits nothing and says "stop"
+            handler.teardown(
+                dataclasses.replace(_no_task(ctx), limiter=RateLimiter(), should_stop=lambda: True)
+            )

@@ -136,12 +136,13 @@ class IsolatedHandler(LoadedHandler):
 
     def _call(self, record: dict[str, Any], ctx: Any) -> Output:
         conn = self._conn or self._start()
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
             ids = {f: getattr(ctx, f) for f in CTX_IDS}
             if ids != self._sent_ids:
                 self._send(conn, {"ctx": ids})
+                self._reply(conn, ctx, None)  # "ready": setup is not timed as an item
                 self._sent_ids = ids
+            deadline = None if self._timeout is None else time.monotonic() + self._timeout
             self._send(conn, {"item": record})
             reply = self._reply(conn, ctx, deadline)
         except StopRequested:
@@ -158,7 +159,8 @@ class IsolatedHandler(LoadedHandler):
         )
 
     def _reply(self, conn: Connection, ctx: Any, deadline: float | None) -> dict[str, Any]:
-        """The item's reply, serving the child's ``ctx`` requests until it comes."""
+        """The item's reply (or the child's ``ready``), serving the child's ``ctx``
+        requests until it comes."""
 
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -167,6 +169,8 @@ class IsolatedHandler(LoadedHandler):
             try:
                 message = orjson.loads(conn.recv_bytes()) if conn.poll(left()) else None
             except (EOFError, OSError) as exc:
+                if self._proc is not None:
+                    self._proc.join(timeout=1.0)  # reaped, so that its exit code is known
                 code = self._proc.exitcode if self._proc is not None else None
                 raise HandlerCrashed(f"the handler process died (exit code {code})") from exc
             if message is None:
@@ -179,6 +183,11 @@ class IsolatedHandler(LoadedHandler):
                 self._send(conn, {"answer": _acquire(ctx, message, left())})
             elif "should_stop" in message:
                 self._send(conn, {"answer": {"stop": bool(ctx.should_stop())}})
+            elif "setup_error" in message:
+                raise HandlerCrashed(
+                    "the handler could not be loaded or set up in its isolated process: "
+                    + message["setup_error"]
+                )
             else:
                 for name, value in message.pop("metrics", {}).items():
                     ctx.metric(name, value)
