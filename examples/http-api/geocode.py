@@ -16,17 +16,23 @@ class Geocoder:
         self.base = os.environ.get("GEO_API_URL", "http://127.0.0.1:8765")
 
     def process(self, record: dict[str, Any], ctx: Any) -> dict[str, Any]:
-        ctx.acquire("geo_api")  # blocks until the shared token bucket grants a token
-        url = f"{self.base}/geo?country={record['country']}"
+        # ctx.limited: each call first takes a token of the shared bucket (blocking until
+        # one is granted) and is counted in the attempt's api_calls / api_ms metrics
+        lookup = ctx.limited("geo_api")(self.lookup)
         try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                geo = json.load(resp)
+            geo = lookup(record["country"])
         except urllib.error.HTTPError as exc:
             if exc.code == 429:
                 ctx.report_throttled("geo_api")
                 raise TransientError("geo API throttled us") from exc
             raise
         return {"id": record["id"], "country": record["country"], **geo}
+
+    def lookup(self, country: str) -> dict[str, Any]:
+        url = f"{self.base}/geo?country={country}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            result: dict[str, Any] = json.load(resp)
+        return result
 
     def teardown(self, ctx: Any) -> None:
         return None

@@ -11,7 +11,7 @@ import pytest
 
 from shardflow.coordinator.drive import Services
 from shardflow.dashboard.actions import JobAction, perform
-from shardflow.errors import InvalidIdError, UsageError
+from shardflow.errors import InvalidIdError, StoreError, UsageError
 from shardflow.executors.base import SlotSpec, SlotState
 from shardflow.layout import Layout
 from shardflow.models import ErrorClass, Job, JobStatus, Phase, Task, TaskGroup, TaskStatus
@@ -130,6 +130,26 @@ def test_cancel_cancels_unfinished_tasks_and_stops_slots(
     assert not perform(state, JOB, JobAction.CANCEL, actor=ACTOR, services=ports).changed
     with pytest.raises(UsageError, match="cancelled"):
         perform(state, JOB, JobAction.RETRY, actor=ACTOR, services=ports)
+
+
+class NoPurgeQueue(MemoryQueue):
+    """A queue the caller may not purge (the dashboard's IAM role denies sqs:PurgeQueue)."""
+
+    def purge(self) -> None:
+        raise StoreError("purge shardflow-job-1: AccessDenied")
+
+
+def test_cancel_from_a_role_that_cannot_purge_the_queue_still_cancels(
+    state: MemoryStateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ports = Ports(tmp_path)
+    ports.queue = NoPurgeQueue(JOB)
+    outcome = perform(state, JOB, JobAction.CANCEL, actor=ACTOR, services=ports)
+    assert outcome.changed
+    job = state.get_job(JOB)
+    assert job is not None
+    assert job.status is JobStatus.CANCELLED  # not left half-cancelled
+    assert "queue not purged" in caplog.text
 
 
 def test_pause_needs_no_other_port_and_refuses_unknown_jobs(state: MemoryStateStore) -> None:

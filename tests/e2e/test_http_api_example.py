@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shardflow.statestore.sqlite import SqliteStateStore
 from tests.e2e.helpers import REPO, run_json
 
 
@@ -26,3 +27,11 @@ def test_http_api_example_runs_under_its_limit_and_status_shows_it(tmp_path: Pat
     assert (limit["name"], limit["rate"], limit["burst"]) == ("geo_api", 400.0, 40.0)
     # 2,000 calls at 400/s with a burst of 40 cannot finish in under (2000 - 40) / 400 s
     assert summary["elapsed_seconds"] >= (2000 - 40) / 400
+    # every call went through ctx.limited: counted in the job's api metrics
+    state = SqliteStateStore(tmp_path / ".shardflow" / "state.db")
+    try:
+        counters = state.read_counters("api")
+    finally:
+        state.close()
+    assert counters["metrics.api_calls"] >= 2000
+    assert counters["metrics.api_ms"] > 0

@@ -169,6 +169,21 @@ def test_ctx_limited_acquires_before_each_call_and_passes_arguments_through() ->
     ]
     ctx.report_throttled("geo_api")
     assert limiter.calls[-1] == ("throttled", "geo_api", 0.0)
+    # each call is counted for the attempt's api_calls / api_ms metrics
+    assert ctx.api["api_calls"] == 2
+    assert ctx.api["api_ms"] >= 0
+
+
+def test_a_limited_call_that_raises_is_still_counted() -> None:
+    ctx = _ctx(_CountingLimiter())
+
+    @ctx.limited("geo_api")
+    def lookup() -> None:
+        raise ConnectionError("reset")
+
+    with pytest.raises(ConnectionError):
+        lookup()
+    assert ctx.api["api_calls"] == 1
 
 
 def test_ctx_metrics_add_up_per_attempt() -> None:

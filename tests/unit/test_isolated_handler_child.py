@@ -163,6 +163,7 @@ def test_one_reply_per_record_with_errors_classed_in_the_child(tmp_path: Path) -
     assert replies[0] == {
         "ok": {"id": 1, "n": 1, "task": task, "stop": False},
         "metrics": {"calls": 1.0},
+        "api": {},  # no @ctx.limited calls
     }
     assert replies[1]["error_class"] == "permanent"
     assert replies[1]["exc_type"] == "ValueError"

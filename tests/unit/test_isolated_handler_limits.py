@@ -37,6 +37,11 @@ HANDLER = """
         ctx.acquire("api", 2)
         if record.get("throttle"):
             ctx.report_throttled("api")
+        if record.get("limited"):
+            @ctx.limited("api")
+            def call_api():
+                return 42
+            return {"id": record["id"], "v": call_api() + call_api()}
         if record.get("who"):
             who = f"{ctx.task_id}#{ctx.attempt}"
             return {"id": record["id"], "task": who, "stop": ctx.should_stop()}
@@ -171,3 +176,13 @@ def test_requests_from_the_handlers_threads_each_get_their_own_answer(
     out = handler.process({"id": 1, "threads": 8}, context(limiter))
     assert out == {"id": 1, "answers": [False] * 8}
     assert limiter.calls == [("acquire", "api", 1.0, None)] * 8
+
+
+def test_calls_through_ctx_limited_in_the_child_count_for_the_attempt(
+    handler: IsolatedHandler,
+) -> None:
+    limiter = RecordingLimiter()
+    ctx = context(limiter)
+    assert handler.process({"id": 1, "limited": True}, ctx) == {"id": 1, "v": 84}
+    assert ctx.api["api_calls"] == 2  # api_calls / api_ms of the attempt's metrics
+    assert [c[0] for c in limiter.calls].count("acquire") == 3  # 1 + one per limited call

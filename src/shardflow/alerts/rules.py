@@ -236,7 +236,8 @@ def _infrastructure(
         f"{recent_items} item(s) recently{sample}"
     )
     action = (
-        "check storage, network and node health (`shardflow doctor`); retries "
+        "check storage, network and node health (`shardflow doctor JOB_FILE` checks the "
+        "job's stores); retries "
         f"continue on their own, `shardflow retry {job.job_id}` re-drives failed tasks"
     )
     return _about(job, "infrastructure_errors", ERROR, what, action, details={"count": count})

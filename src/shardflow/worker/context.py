@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ class RateLimiter:
         return None
 
     def metrics(self) -> dict[str, float]:
-        """Counters since the last call: ``tokens``, ``ratelimit_wait_ms``, ``api_calls``…"""
+        """Counters since the last call: ``tokens``, ``ratelimit_wait_ms``…"""
         return {}
 
 
@@ -36,6 +37,8 @@ class TaskContext:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     metrics: dict[str, float] = field(default_factory=dict)
     should_stop: Callable[[], bool] = field(default=lambda: False)
+    # calls made through @ctx.limited, and the time in them: ``api_calls``, ``api_ms``
+    api: dict[str, float] = field(default_factory=dict)
 
     def acquire(self, name: str, tokens: float = 1.0, timeout: float | None = None) -> None:
         """Block until ``tokens`` of the named rate limit are granted (or raise on timeout)."""
@@ -52,13 +55,23 @@ class TaskContext:
     def limited(
         self, name: str, tokens: float = 1.0
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator form: ``@ctx.limited("geo_api")`` acquires before each call."""
+        """Decorator form: ``@ctx.limited("geo_api")`` acquires before each call, and
+        counts the call and its time in the attempt's ``api_calls`` and ``api_ms``."""
 
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             def inner(*args: Any, **kwargs: Any) -> Any:
                 self.acquire(name, tokens)
-                return fn(*args, **kwargs)
+                started = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.count_api(1, (time.perf_counter() - started) * 1000.0)
 
             return inner
 
         return wrap
+
+    def count_api(self, calls: float, ms: float) -> None:
+        """Add to the attempt's ``api_calls`` and ``api_ms``."""
+        self.api["api_calls"] = self.api.get("api_calls", 0.0) + calls
+        self.api["api_ms"] = self.api.get("api_ms", 0.0) + ms

@@ -5,7 +5,7 @@ item of each attempt; the child answers ``{"ready": true}`` (after running the h
 ``setup`` on the first one, outside any item's timeout) or ``{"setup_error": text}`` if the
 handler cannot be loaded or set up. Then ``{"item": record}`` per item; the child replies
 with ``{"ok": output}`` or an error record (an output JSON cannot carry is one), plus the
-item's ``metrics``. While it works, the child may ask ``{"acquire": …}`` or
+item's ``metrics`` and ``api`` counts. While it works, the child may ask ``{"acquire": …}`` or
 ``{"should_stop": true}`` and wait for ``{"answer": …}``, or tell ``{"throttled": name}``.
 Answers are tagged, and anything else that arrives meanwhile is set aside for the main
 loop; requests from the handler's threads are serialised.
@@ -148,7 +148,7 @@ def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str,
         while True:
             message = pipe.next_message()
             if "ctx" in message:  # the next items belong to this attempt
-                ctx = dataclasses.replace(ctx, **message["ctx"], metrics={})
+                ctx = dataclasses.replace(ctx, **message["ctx"], metrics={}, api={})
                 if not started and handler.setup is not None:
                     try:
                         handler.setup(_no_task(ctx))
@@ -159,12 +159,12 @@ def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str,
                 started = True
                 pipe.tell({"ready": True})
                 continue
+            counts = {"metrics": ctx.metrics, "api": ctx.api}
             try:
-                out = handler.run_one(message["item"], ctx)
-                reply = orjson.dumps({"ok": out, "metrics": ctx.metrics})
+                reply = orjson.dumps({"ok": handler.run_one(message["item"], ctx), **counts})
             except Exception as exc:  # the handler's, or an output JSON cannot carry
-                reply = orjson.dumps({**_error_reply(exc, class_rules), "metrics": ctx.metrics})
-            ctx.metrics = {}
+                reply = orjson.dumps({**_error_reply(exc, class_rules), **counts})
+            ctx.metrics, ctx.api = {}, {}
             pipe.tell(reply)
     except (EOFError, WorkerGone):
         pass  # the worker is done with this child (or stopped while the handler waited)

@@ -191,6 +191,9 @@ class IsolatedHandler(LoadedHandler):
             else:
                 for name, value in message.pop("metrics", {}).items():
                     ctx.metric(name, value)
+                api = message.pop("api", {})
+                if api:
+                    ctx.count_api(api.get("api_calls", 0.0), api.get("api_ms", 0.0))
                 return cast(dict[str, Any], message)
 
     @staticmethod

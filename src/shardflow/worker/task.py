@@ -324,7 +324,7 @@ class TaskAttempt:
             items=progress.succeeded + progress.failed + progress.rejected,
             failures=failures,
             handler_metrics=self.ctx.metrics if self.ctx else {},
-            limiter_metrics=env.limiter.metrics(),
+            limiter_metrics={**env.limiter.metrics(), **(self.ctx.api if self.ctx else {})},
         )
         outcome = self._commit(marker, measured)
         if outcome == "succeeded":
