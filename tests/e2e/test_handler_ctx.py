@@ -65,3 +65,27 @@ worker: {{isolation: {str(isolation).lower()}}}
     teardowns = sorted(tmp_path.glob("teardown-*"))
     assert teardowns  # every slot (or isolated child) that set up tore down
     assert all(p.read_text().startswith('["cx", "') for p in teardowns)
+
+
+def test_a_setup_that_always_fails_fails_the_job_with_its_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text(
+        "class Model:\n"
+        "    def setup(self, ctx):\n"
+        "        raise RuntimeError('model file missing: /models/x.bin')\n"
+        "    def process(self, record, ctx):\n"
+        "        return record\n",
+        encoding="utf-8",
+    )
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(f'{{"id": "r{i:03d}"}}\n' for i in range(40)), encoding="utf-8")
+    job = write_job(
+        tmp_path / "job.yaml",
+        f"name: broken\nhandler: broken.py:Model\ninput: {{path: {data}}}\n"
+        "batching: {records: 10}\nresources: {slots: 2}\n",
+    )
+    # not a loop of slots that start, fail and are replaced: the job fails, saying why
+    summary = run_json(["run", str(job), "--job-id", "bk"], tmp_path, check=1, timeout=120)
+    assert summary["status"] == "FAILED"
+    assert "the handler's setup failed" in summary["message"]
+    assert "RuntimeError: model file missing: /models/x.bin" in summary["message"]
+    assert summary["items"]["succeeded"] == 0

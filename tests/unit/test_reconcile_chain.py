@@ -14,10 +14,10 @@ import pytest
 from shardflow.config import config_from_snapshot
 from shardflow.coordinator.chain import main, slot_handles, step, submit_next
 from shardflow.coordinator.drive import FOLLOWUP_GROUP, Services
-from shardflow.models import ErrorClass, Job, JobStatus, Task, TaskGroup
+from shardflow.models import ErrorClass, Event, Job, JobStatus, Task, TaskGroup
 from shardflow.objectstore.memory import MemoryObjectStore
 from shardflow.queue.memory import MemoryQueue
-from shardflow.statestore.base import lease_task, retry_later
+from shardflow.statestore.base import SETUP_FAILURES, lease_task, retry_later
 from shardflow.statestore.memory import MemoryStateStore
 from shardflow.statestore.sqlite import SqliteStateStore
 
@@ -30,10 +30,20 @@ class _NoSlots:
 
     def __init__(self) -> None:
         self.polled: list[list[str]] = []
+        self.cancelled: list[str] = []
 
     def poll(self, handles: list[str]) -> dict[str, Any]:
         self.polled.append(list(handles))
         return {}
+
+    def cancel(self, handles: list[str]) -> None:
+        self.cancelled += handles
+
+    name = "local"
+
+    def start_slots(self, spec: Any) -> list[str]:
+        self.started = getattr(self, "started", 0) + spec.count
+        return []  # none comes up
 
 
 def _services(tmp_path: Path, job: Job) -> tuple[Services, list[float]]:
@@ -115,3 +125,20 @@ def restored_logging() -> Iterator[None]:
 def test_a_link_for_a_job_that_is_not_in_the_store_exits_2(tmp_path: Path) -> None:
     SqliteStateStore(tmp_path / "state.db").close()
     assert main(["--state", f"sqlite:///{tmp_path / 'state.db'}", "--job", "gone"]) == 2
+
+
+def test_slots_that_all_fail_in_the_handlers_setup_fail_the_job(tmp_path: Path) -> None:
+    svc, slept = _services(tmp_path, Job(job_id=JOB, name="x", status=JobStatus.RUNNING))
+    svc.state.add_counters(JOB, {SETUP_FAILURES: 2})
+    svc.state.append_event(Event(JOB, "setup_failed", NOW, "s1", {"error": "OSError: no GPU"}))
+    # two failed setups: new slots are still started (a node may have been the problem)
+    assert step(svc, JOB, sleep=slept.append) == "waited"
+    assert svc.executor.started > 0  # type: ignore[attr-defined]
+    svc.state.add_counters(JOB, {SETUP_FAILURES: 1})
+    assert step(svc, JOB, sleep=slept.append) == "failed"
+    job = svc.state.get_job(JOB)
+    assert job is not None
+    assert job.status is JobStatus.FAILED
+    assert job.message is not None
+    assert "setup failed in 3 worker slots" in job.message
+    assert "OSError: no GPU" in job.message

@@ -23,8 +23,10 @@ from shardflow.coordinator.drive import (
     FOLLOWUP_GROUP,
     Services,
     _work_ready,
+    fail_on_setup,
     finish,
     open_services,
+    setup_never_works,
     start_group,
 )
 from shardflow.coordinator.reconcile import iter_tasks, next_retry_at, reconcile
@@ -73,7 +75,8 @@ def submit_next(svc: Services, job_id: str, after: list[str]) -> str | None:
 
 
 def step(svc: Services, job_id: str, *, sleep: Callable[[float], None] = time.sleep) -> str:
-    """One link: returns what it did (``finished``, ``chained``, ``waited`` or ``done``)."""
+    """One link: returns what it did (``finished``, ``chained``, ``waited``, ``failed`` or
+    ``done``)."""
     state = svc.state
     job = state.get_job(job_id)
     if job is None or job.status.is_final or job.cancel_requested:
@@ -101,6 +104,11 @@ def step(svc: Services, job_id: str, *, sleep: Callable[[float], None] = time.sl
             report = reconcile(
                 state, svc.queue(job_id), job_id, policy=specs.retry_policy(svc.cfg), now=svc.clock
             )
+    counters = state.read_counters(job_id)
+    if setup_never_works(counters):  # every slot fails in the handler's setup
+        svc.executor.cancel(alive)
+        fail_on_setup(svc, job_id, counters)
+        return "failed"
     if not job.paused and _work_ready(svc, job_id, report):
         missing = specs.slot_count(svc.cfg, report.runnable or 1) - len(alive)
         if missing > 0:

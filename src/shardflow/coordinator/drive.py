@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +31,7 @@ from shardflow.layout import Layout
 from shardflow.models import Event, Job, JobStatus, Phase, TaskGroup, TaskStatus
 from shardflow.objectstore.base import ObjectStore
 from shardflow.queue.base import Queue
-from shardflow.statestore.base import StateStore, update_job
+from shardflow.statestore.base import SETUP_FAILURES, StateStore, task_counts, update_job
 
 if TYPE_CHECKING:
     from shardflow.config import JobConfig
@@ -146,9 +146,13 @@ def _map_phase(
         report = reconcile(
             state, queue, job_id, policy=policy, now=svc.clock, dead_owners=dead_owners
         )
-        on_progress(Progress(job, state.read_counters(job_id), report, len(alive)))
+        counters = state.read_counters(job_id)
+        on_progress(Progress(job, counters, report, len(alive)))
         if report.remaining == 0:
             return None
+        if setup_never_works(counters):
+            svc.executor.cancel(handles)
+            return fail_on_setup(svc, job_id, counters)
         if not job.paused and _work_ready(svc, job_id, report):
             # keep the configured number of slots while work waits (a slot that died,
             # or one stopped past its lease, is replaced; a busy one is not doubled)
@@ -157,6 +161,27 @@ def _map_phase(
                 handles += start_group(svc, job, len(groups) + 1, missing)
                 groups = state.list_task_groups(job_id)
         svc.sleep(poll_interval)
+
+
+SETUP_FAILURE_LIMIT = 3
+"""Slots whose handler setup failed, with no task done yet, after which the job fails
+(restarting slots would only fail the same way)."""
+
+
+def setup_never_works(counters: Mapping[str, int]) -> bool:
+    done = task_counts(counters)[TaskStatus.SUCCEEDED]
+    return counters.get(SETUP_FAILURES, 0) >= SETUP_FAILURE_LIMIT and not done
+
+
+def fail_on_setup(svc: Services, job_id: str, counters: Mapping[str, int]) -> Job:
+    last = [e for e in svc.state.list_events(job_id) if e.kind == "setup_failed"][-1:]
+    error = str(last[0].detail.get("error", "")) if last else "see the slot logs"
+    message = (
+        f"the handler's setup failed in {counters.get(SETUP_FAILURES, 0)} worker slots and no "
+        f"task could run: {error} (slot logs: shardflow logs {job_id}); fix it and run again"
+    )
+    log.error("%s", message)
+    return update_job(svc.state, job_id, now=svc.clock(), status=JobStatus.FAILED, message=message)
 
 
 def _wait_for_local_slots(svc: Services) -> None:

@@ -90,6 +90,10 @@ class StateStore(BucketStore, Protocol):
     def close(self) -> None: ...
 
 
+SETUP_FAILURES = "slots.setup_failed"
+"""The job counter of worker slots whose handler setup raised (they took no task)."""
+
+
 def status_counter(status: TaskStatus) -> str:
     return f"tasks.{status.value}"
 

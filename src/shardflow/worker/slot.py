@@ -26,7 +26,7 @@ from shardflow.models import Job
 from shardflow.observability.logging import configure_logging, set_log_fields
 from shardflow.queue.base import SQS_MAX_DELAY_SECONDS, Queue
 from shardflow.ratelimit.client import make_limiter
-from shardflow.statestore.base import StateStore, lease_task, lease_wait
+from shardflow.statestore.base import SETUP_FAILURES, StateStore, lease_task, lease_wait
 from shardflow.worker.context import TaskContext
 from shardflow.worker.handler import LoadedHandler, load_handler
 from shardflow.worker.task import TaskAttempt, WorkerEnv
@@ -139,8 +139,14 @@ def run_slot(options: SlotOptions) -> int:
         should_stop=env.stop.is_set,
     )
     setup = env.handler.setup
-    if setup is not None:
-        setup(ctx)
+    try:
+        if setup is not None:
+            setup(ctx)
+    except Exception as exc:
+        _setup_failed(env, exc)
+        env.handler.close()
+        env.limiter.close()
+        return SETUP_FAILED
     try:
         return _loop(env, options)
     finally:
@@ -152,6 +158,27 @@ def run_slot(options: SlotOptions) -> int:
         finally:
             env.handler.close()
             env.limiter.close()  # unspent tokens go back to their buckets
+
+
+SETUP_FAILED = 3
+"""A slot's exit code when the handler's setup raised (it took no task)."""
+
+
+def _setup_failed(env: WorkerEnv, exc: Exception) -> None:
+    """Log the handler's setup error and tell the coordinator (a counter and an event with
+    the error, redacted), which fails the job when no slot can start."""
+    from shardflow.models import Event
+    from shardflow.security.redact import Redactor
+
+    error = Redactor.from_environ().redact(f"{type(exc).__name__}: {exc}")[:500]
+    log.error("the handler's setup failed; this slot takes no task: %s", error, exc_info=True)
+    try:
+        env.state.add_counters(env.job.job_id, {SETUP_FAILURES: 1})
+        env.state.append_event(
+            Event(env.job.job_id, "setup_failed", env.clock(), env.slot, {"error": error})
+        )
+    except ShardflowError as store_exc:
+        log.warning("could not record the setup failure: %s", store_exc)
 
 
 def _loop(env: WorkerEnv, options: SlotOptions) -> int:
