@@ -67,7 +67,10 @@ worker: {{isolation: {str(isolation).lower()}}}
     assert all(p.read_text().startswith('["cx", "') for p in teardowns)
 
 
-def test_a_setup_that_always_fails_fails_the_job_with_its_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", [False, True], ids=["in-process", "isolated"])
+def test_a_setup_that_always_fails_fails_the_job_with_its_error(
+    tmp_path: Path, isolation: bool
+) -> None:
     (tmp_path / "broken.py").write_text(
         "class Model:\n"
         "    def setup(self, ctx):\n"
@@ -81,7 +84,8 @@ def test_a_setup_that_always_fails_fails_the_job_with_its_error(tmp_path: Path) 
     job = write_job(
         tmp_path / "job.yaml",
         f"name: broken\nhandler: broken.py:Model\ninput: {{path: {data}}}\n"
-        "batching: {records: 10}\nresources: {slots: 2}\n",
+        "batching: {records: 10}\nresources: {slots: 2}\n"
+        f"worker: {{isolation: {str(isolation).lower()}}}\n",
     )
     # not a loop of slots that start, fail and are replaced: the job fails, saying why
     summary = run_json(["run", str(job), "--job-id", "bk"], tmp_path, check=1, timeout=120)

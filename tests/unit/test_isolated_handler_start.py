@@ -62,9 +62,15 @@ def test_a_setup_slower_than_the_item_timeout_does_not_time_the_first_item_out(
     assert handler.process({"id": 1}, ctx()) == {"id": 1}
 
 
-def test_a_setup_that_fails_says_why_in_the_items_error(start: Start) -> None:
+def test_a_setup_that_fails_says_why(start: Start) -> None:
     handler = start(None, SETUP_FAILS="1")
-    with pytest.raises(HandlerCrashed, match=r"model file missing: /models/x\.bin"):
+    # the slot runs setup when it starts, as without isolation
+    assert handler.setup is not None
+    with pytest.raises(HandlerCrashed, match=r"RuntimeError: model file missing: /models/x\.bin"):
+        handler.setup(ctx())
+    assert handler._proc is None  # the child that failed is gone
+    # a child started again later (after a crash) sets up again: the item says why
+    with pytest.raises(HandlerCrashed, match=r"model file missing"):
         handler.process({"id": 1}, ctx())
 
 

@@ -1,14 +1,15 @@
 """The child process of ``worker.isolation: true``: runs the handler one item at a time.
 
-The pipe protocol (JSON, never pickle). The worker sends ``{"ctx": ids}`` before the first
-item of each attempt; the child answers ``{"ready": true}`` (after running the handler's
-``setup`` on the first one, outside any item's timeout) or ``{"setup_error": text}`` if the
-handler cannot be loaded or set up. Then ``{"item": record}`` per item; the child replies
-with ``{"ok": output}`` or an error record (an output JSON cannot carry is one), plus the
-item's ``metrics`` and ``api`` counts. While it works, the child may ask ``{"acquire": …}`` or
-``{"should_stop": true}`` and wait for ``{"answer": …}``, or tell ``{"throttled": name}``.
-Answers are tagged, and anything else that arrives meanwhile is set aside for the main
-loop; requests from the handler's threads are serialised.
+The pipe protocol (JSON, never pickle). The worker sends ``{"ctx": ids}`` when the slot
+starts and before the first item of each attempt; the child answers ``{"ready": true}``
+(after running the handler's ``setup`` on the first one, outside any item's timeout) or
+``{"setup_error": "Type: message"}`` if the handler cannot be loaded or set up. Then
+``{"item": record}`` per item; the child replies with ``{"ok": output}`` or an error record
+(an output JSON cannot carry is one), plus the item's ``metrics`` and ``api`` counts. While
+it works, the child may ask ``{"acquire": …}`` or ``{"should_stop": true}`` and wait for
+``{"answer": …}``, or tell ``{"throttled": name}``. Answers are tagged, and anything else
+that arrives meanwhile is set aside for the main loop; requests from the handler's threads
+are serialised.
 
 The worker closing the pipe ends the child: it runs the handler's teardown and exits.
 """
@@ -110,6 +111,12 @@ def _error_reply(exc: Exception, rules: tuple[ClassRule, ...]) -> dict[str, Any]
     }
 
 
+def _setup_error(pipe: _Pipe, exc: Exception) -> None:
+    """Say why the handler cannot start (its traceback goes to the slot's log)."""
+    logging.getLogger("shardflow.handler").error("the handler's setup failed", exc_info=exc)
+    pipe.tell({"setup_error": f"{type(exc).__name__}: {exc}"[:1000]})
+
+
 def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str, Any]]) -> None:
     """The child's loop (the process target); returns when the worker closes the pipe."""
     # the parent decides when to stop: a Ctrl-C or SIGTERM must not fail the item in flight
@@ -131,7 +138,7 @@ def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str,
     try:
         handler = load_handler(spec, Path(base_dir))
     except Exception as exc:
-        pipe.tell({"setup_error": "".join(traceback.format_exception(exc)[-3:])[-2000:]})
+        _setup_error(pipe, exc)
         return
     ctx = TaskContext(
         job_id="",
@@ -153,8 +160,7 @@ def child_main(conn: Connection, spec: str, base_dir: str, rules: list[dict[str,
                     try:
                         handler.setup(_no_task(ctx))
                     except Exception as exc:
-                        text = "".join(traceback.format_exception(exc)[-3:])[-2000:]
-                        pipe.tell({"setup_error": text})
+                        _setup_error(pipe, exc)
                         return
                 started = True
                 pipe.tell({"ready": True})

@@ -97,7 +97,7 @@ class IsolatedHandler(LoadedHandler):
     def __init__(
         self, spec: str, base_dir: Path, rules: tuple[ClassRule, ...], timeout: float | None
     ) -> None:
-        super().__init__(name=spec, per_batch=False, process=self._call)
+        super().__init__(name=spec, per_batch=False, process=self._call, setup=self._setup)
         self._args = (
             spec,
             str(base_dir),
@@ -134,14 +134,29 @@ class IsolatedHandler(LoadedHandler):
             self._conn.close()
         self._proc = self._conn = self._sent_ids = None
 
-    def _call(self, record: dict[str, Any], ctx: Any) -> Output:
-        conn = self._conn or self._start()
+    def _setup(self, ctx: Any) -> None:
+        """Start the child and run the handler's setup in it now, as a slot does without
+        isolation: a setup that fails stops the slot (HandlerCrashed says why) instead of
+        failing every item in a new child."""
         try:
-            ids = {f: getattr(ctx, f) for f in CTX_IDS}
-            if ids != self._sent_ids:
-                self._send(conn, {"ctx": ids})
-                self._reply(conn, ctx, None)  # "ready": setup is not timed as an item
-                self._sent_ids = ids
+            self._hello(self._conn or self._start(), ctx)
+        except BaseException:
+            self._kill()
+            raise
+
+    def _hello(self, conn: Connection, ctx: Any) -> None:
+        """Tell the child whose ctx it has (the slot's, then each attempt's) unless it
+        knows; it answers once ready, its setup done (never timed as an item)."""
+        ids = {f: getattr(ctx, f) for f in CTX_IDS}
+        if ids != self._sent_ids:
+            self._send(conn, {"ctx": ids})
+            self._reply(conn, ctx, None)
+            self._sent_ids = ids
+
+    def _call(self, record: dict[str, Any], ctx: Any) -> Output:
+        conn = self._conn or self._start()  # a new child after a crash sets up again
+        try:
+            self._hello(conn, ctx)
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             self._send(conn, {"item": record})
             reply = self._reply(conn, ctx, deadline)
@@ -185,8 +200,7 @@ class IsolatedHandler(LoadedHandler):
                 self._send(conn, {"answer": {"stop": bool(ctx.should_stop())}})
             elif "setup_error" in message:
                 raise HandlerCrashed(
-                    "the handler could not be loaded or set up in its isolated process: "
-                    + message["setup_error"]
+                    f"the handler's setup failed in its isolated process: {message['setup_error']}"
                 )
             else:
                 for name, value in message.pop("metrics", {}).items():

@@ -22,7 +22,7 @@ from shardflow.backends import (
 )
 from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError, StopRequested
 from shardflow.layout import Layout, LocalPaths, validate_id
-from shardflow.models import Job
+from shardflow.models import Event, Job
 from shardflow.observability.logging import configure_logging, set_log_fields
 from shardflow.queue.base import SQS_MAX_DELAY_SECONDS, Queue
 from shardflow.ratelimit.client import make_limiter
@@ -167,7 +167,6 @@ SETUP_FAILED = 3
 def _setup_failed(env: WorkerEnv, exc: Exception) -> None:
     """Log the handler's setup error and tell the coordinator (a counter and an event with
     the error, redacted), which fails the job when no slot can start."""
-    from shardflow.models import Event
     from shardflow.security.redact import Redactor
 
     error = Redactor.from_environ().redact(f"{type(exc).__name__}: {exc}")[:500]
