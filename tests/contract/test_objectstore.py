@@ -66,6 +66,39 @@ def test_put_file_and_get_file_round_trip(store: ObjectStore, tmp_path: Path) ->
     assert dest.read_bytes() == b"abc" * 1000
 
 
+def test_a_put_made_not_durable_yet_is_visible_at_once_and_kept_by_sync(
+    store: ObjectStore,
+) -> None:
+    keys = [f"jobs/j1/results/t{n:06d}/0001.arrow" for n in range(8)]
+    for n, key in enumerate(keys):
+        assert store.put_bytes(key, b"r%d" % n, durable=False).created
+    marker = store.put_bytes("jobs/j1/results/t000000.done", b"m", create_only=True, durable=False)
+    assert marker.created
+    again = store.put_bytes("jobs/j1/results/t000000.done", b"x", create_only=True, durable=False)
+    assert not again.created
+    assert [store.get_bytes(k) for k in keys] == [b"r%d" % n for n in range(8)]
+    store.sync()
+    store.sync()  # nothing left to flush: a no-op
+    assert store.get_bytes("jobs/j1/results/t000000.done") == b"m"
+
+
+def test_put_file_can_take_a_known_digest_and_move_the_file(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "out.parquet"
+    src.write_bytes(b"PAR1" * 500)
+    put = store.put_file(
+        "jobs/j1/output/results.parquet", src, sha256=sha(b"PAR1" * 500), move=True
+    )
+    assert (put.size, put.sha256) == (2000, sha(b"PAR1" * 500))
+    assert not src.exists()  # given up to the store
+    assert store.get_bytes(put.key, expected_sha256=put.sha256) == b"PAR1" * 500
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"k")
+    store.put_file("jobs/j1/output/kept.bin", kept)
+    assert kept.exists()
+
+
 def test_empty_object_round_trips(store: ObjectStore) -> None:
     assert store.put_bytes("jobs/j1/output/_SUCCESS", b"").size == 0
     assert store.get_bytes("jobs/j1/output/_SUCCESS", expected_sha256=sha(b"")) == b""

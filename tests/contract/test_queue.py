@@ -145,6 +145,29 @@ def test_delete_removes_message_once(q: Queue) -> None:
     assert q.depth().total == 0
 
 
+@pytest.mark.requires("fenced_receipts")
+def test_delete_many_deletes_the_current_receipts_in_one_call(q: Queue) -> None:
+    q.send_many([f"task-{n}" for n in range(12)])
+    received = [m for _ in range(4) for m in q.receive(max_messages=3, visibility_timeout=60)]
+    assert len(received) == 12
+    stale = received[0].receipt
+    assert q.delete(stale) is True
+    assert q.delete_many([m.receipt for m in received]) == 11  # the deleted one is stale
+    assert q.delete_many([]) == 0
+    assert q.is_empty()
+    assert q.depth().total == 0
+
+
+def test_is_empty_sees_visible_in_flight_and_delayed_messages(q: Queue) -> None:
+    assert q.is_empty()
+    q.send("later", delay_seconds=600)
+    assert not q.is_empty()  # delayed
+    q.send("now")
+    message = receive_one(q, visibility_timeout=600)
+    assert message.body == "now"
+    assert not q.is_empty()  # one in flight, one delayed
+
+
 def test_unknown_receipt_is_refused(q: Queue) -> None:
     q.send("task")
     assert q.extend("not-a-receipt", 10) is False

@@ -24,6 +24,7 @@ from shardflow.models import ErrorClass, Event, JobStatus, Task, TaskGroup, Task
 from shardflow.ratelimit.base import BucketState
 from shardflow.statestore.base import (
     StateStore,
+    TaskWrite,
     commit_task,
     fail_task,
     lease_task,
@@ -181,6 +182,31 @@ def test_cas_task_conflict_changes_nothing(state_store: StateStore) -> None:
     with pytest.raises(NotFoundError):
         state_store.cas_task(dataclasses.replace(task, task_id="t999999"), 0, {"attempts": 1})
     assert state_store.read_counters(JOB_ID) == {PENDING: 1, "attempts": 1}
+
+
+def test_cas_tasks_writes_each_fenced_and_refuses_only_the_stale_ones(
+    state_store: StateStore,
+) -> None:
+    a, b, c = _with_tasks(state_store, 3)
+    moved = state_store.cas_task(dataclasses.replace(b, attempt=1), 0, {"attempts": 1})
+    writes = [
+        TaskWrite(dataclasses.replace(a, rows=5), 0, {"rows": 5}),
+        TaskWrite(dataclasses.replace(b, rows=7), 0, {"rows": 7}),  # b is at version 1
+        TaskWrite(dataclasses.replace(c, rows=9), 0, {"rows": 9, "attempts": 1}),
+        TaskWrite(dataclasses.replace(c, task_id="t999999"), 0, {"rows": 100}),
+    ]
+    done = state_store.cas_tasks(writes)
+    assert done == [
+        dataclasses.replace(a, rows=5, version=1),
+        None,
+        dataclasses.replace(c, rows=9, version=1),
+        None,
+    ]
+    assert state_store.get_task(JOB_ID, b.task_id) == moved
+    assert state_store.get_task(JOB_ID, c.task_id) == done[2]
+    # the refused writes' counters were not applied
+    assert state_store.read_counters(JOB_ID) == {PENDING: 3, "rows": 14, "attempts": 2}
+    assert state_store.cas_tasks([]) == []
 
 
 def test_counters_add_up_and_zeros_are_omitted(state_store: StateStore) -> None:

@@ -14,14 +14,57 @@ Contract (checked by ``tests/contract/test_objectstore.py`` for every adapter):
   ``expected_sha256`` raises :class:`ChecksumMismatchError` when the bytes differ.
 - ``get_*`` and ``get_range`` raise :class:`NotFoundError` for a missing key;
   ``delete`` of a missing key is not an error.
+- A put is durable when it returns, unless it was made with ``durable=False``: then it is
+  visible at once (to every process) and durable after the next :meth:`ObjectStore.sync`.
+  A worker slot writes a commit group's objects that way and syncs once before the group's
+  task rows commit, so one flush serves many objects (S3's puts are always durable, and
+  its ``sync`` does nothing).
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+MAX_KEY_BYTES = 1024
+TMP_DIR = ".tmp"
+"""The local store's temp area: no key may start with it (every adapter refuses it, so a
+key valid on one store is valid on all)."""
+
+
+def _check_segments(value: str, what: str, segments: builtins.list[str]) -> None:
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise ValueError(f"invalid object {what} {value!r}: empty, '.' or '..' segment")
+    if segments and segments[0] == TMP_DIR:
+        raise ValueError(f"invalid object {what} {value!r}: {TMP_DIR} is reserved")
+
+
+def validate_key(key: str) -> str:
+    """``key`` if it is a relative POSIX key, else ValueError.
+
+    Refused: empty keys, absolute keys, backslashes, NUL, empty / ``.`` / ``..``
+    segments, keys under the reserved ``.tmp/`` and keys over 1024 UTF-8 bytes.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"invalid object key {key!r}: empty")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid object key {key!r}: absolute, backslash or NUL")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise ValueError(f"invalid object key {key[:40]!r}...: longer than {MAX_KEY_BYTES} bytes")
+    _check_segments(key, "key", key.split("/"))
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """``prefix`` if it is ``""`` or a valid key, or a valid key followed by ``/``."""
+    if prefix == "":
+        return prefix
+    validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +90,28 @@ class ObjectStore(Protocol):
         """The store's URL (``file:///abs/path`` or ``s3://bucket/prefix``)."""
         ...
 
-    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> PutResult: ...
+    def put_bytes(
+        self, key: str, data: bytes, *, create_only: bool = False, durable: bool = True
+    ) -> PutResult: ...
 
-    def put_file(self, key: str, path: Path, *, create_only: bool = False) -> PutResult: ...
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        create_only: bool = False,
+        durable: bool = True,
+        sha256: str | None = None,
+        move: bool = False,
+    ) -> PutResult:
+        """Store the file at ``path``. ``sha256``: its digest, when the caller computed it
+        while writing (the file is not read twice); ``move``: the caller gives the file up
+        (a local store moves it into place instead of copying it; it is gone after)."""
+        ...
+
+    def sync(self) -> None:
+        """Make every put this object made with ``durable=False`` durable."""
+        ...
 
     def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes: ...
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from shardflow.errors import ChecksumMismatchError, NotFoundError
 from shardflow.layout import validate_id
-from shardflow.objectstore.base import ObjectInfo, PutResult
-from shardflow.objectstore.local import CHUNK, validate_key, validate_prefix
+from shardflow.objectstore.base import ObjectInfo, PutResult, validate_key, validate_prefix
+from shardflow.objectstore.files import CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,9 @@ class MemoryObjectStore:
     def url(self) -> str:
         return f"memory://{self._name}"
 
-    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> PutResult:
+    def put_bytes(
+        self, key: str, data: bytes, *, create_only: bool = False, durable: bool = True
+    ) -> PutResult:
         """Store ``data`` at ``key``. With ``create_only`` an existing object is left
         untouched and ``created=False`` (size and sha256 describe the refused payload)."""
         validate_key(key)
@@ -55,9 +57,24 @@ class MemoryObjectStore:
             self._objects[key] = _Object(data, sha, self._clock())
         return PutResult(key=key, size=len(data), sha256=sha, created=True)
 
-    def put_file(self, key: str, path: Path, *, create_only: bool = False) -> PutResult:
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        create_only: bool = False,
+        durable: bool = True,
+        sha256: str | None = None,
+        move: bool = False,
+    ) -> PutResult:
         validate_key(key)
-        return self.put_bytes(key, Path(path).read_bytes(), create_only=create_only)
+        put = self.put_bytes(key, Path(path).read_bytes(), create_only=create_only)
+        if move:
+            Path(path).unlink()
+        return put
+
+    def sync(self) -> None:
+        return None
 
     def _get(self, key: str) -> _Object:
         validate_key(key)

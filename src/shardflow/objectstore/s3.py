@@ -41,12 +41,14 @@ from shardflow.aws import (
     settings_from,
 )
 from shardflow.errors import ChecksumMismatchError, ConfigError, NotFoundError, StoreError
-from shardflow.objectstore.base import ObjectInfo, PutResult
-from shardflow.objectstore.local import validate_key, validate_prefix
+from shardflow.objectstore.base import ObjectInfo, PutResult, validate_key, validate_prefix
+from shardflow.objectstore.files import hash_file
 from shardflow.objectstore.s3_sweep import SweepReport, sweep_store
 from shardflow.objectstore.s3_upload import (
+    NOT_FOUND,
     Digest,
     abort_quietly,
+    copy_object,
     digest_of,
     put_multipart,
     put_single,
@@ -61,7 +63,6 @@ DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 16 * MiB
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 _CHUNK = MiB
-_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,10 @@ class S3ObjectStore:
     def local_path(self, key: str) -> Path | None:
         return None
 
+    def full_key(self, key: str) -> str:
+        """The S3 key of ``key`` (the store's prefix in front)."""
+        return self._full(key)
+
     def _full(self, key: str) -> str:
         return self._root + validate_key(key)
 
@@ -141,9 +146,12 @@ class S3ObjectStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> PutResult:
+    def put_bytes(
+        self, key: str, data: bytes, *, create_only: bool = False, durable: bool = True
+    ) -> PutResult:
         """Write ``data`` at ``key``; with ``create_only`` an existing object is kept and
-        the result says ``created=False`` (size and sha256 describe the refused payload)."""
+        the result says ``created=False`` (size and sha256 describe the refused payload).
+        Every S3 put is durable when it returns, ``durable`` or not."""
         full = self._full(key)
         data = bytes(data)
         digest = digest_of(data)
@@ -153,23 +161,33 @@ class S3ObjectStore:
             created = put_single(self, full, lambda: io.BytesIO(data), digest, create_only)
         return PutResult(key=key, size=len(data), sha256=digest.hex, created=created)
 
-    def put_file(self, key: str, path: Path, *, create_only: bool = False) -> PutResult:
-        """Stream the file at ``path`` to ``key`` (hashed first: the digest goes in the
-        object's metadata, which S3 takes before the body); as :meth:`put_bytes` otherwise."""
+    def sync(self) -> None:
+        """Nothing to do: S3 acknowledges a put once it is durable."""
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        create_only: bool = False,
+        durable: bool = True,
+        sha256: str | None = None,
+        move: bool = False,
+    ) -> PutResult:
+        """Stream the file at ``path`` to ``key`` (hashed first unless ``sha256`` is given:
+        the digest goes in the object's metadata, which S3 takes before the body); as
+        :meth:`put_bytes` otherwise. With ``move`` the local file is removed after."""
         full = self._full(key)
         path = Path(path)
-        h = hashlib.sha256()
-        size = 0
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-        digest = Digest.of(h)
+        size = path.stat().st_size
+        digest = Digest.of_hex(sha256 if sha256 is not None else hash_file(path)[1])
         if size > self._threshold:
             with path.open("rb") as f:
                 created = put_multipart(self, full, f, digest, create_only)
         else:
             created = put_single(self, full, lambda: path.open("rb"), digest, create_only)
+        if move:
+            path.unlink()
         return PutResult(key=key, size=size, sha256=digest.hex, created=created)
 
     # -- reads -------------------------------------------------------------------------
@@ -181,7 +199,7 @@ class S3ObjectStore:
             return self._client.get_object(Bucket=self._bucket, Key=full, **extra)
         except ClientError as exc:
             code = error_code(exc)
-            if code in _NOT_FOUND:
+            if code in NOT_FOUND:
                 raise NotFoundError(f"object {key!r} not found in {self.url_base}") from exc
             if code == "InvalidRange" and "Range" in extra:
                 return None
@@ -260,7 +278,7 @@ class S3ObjectStore:
         try:
             r = self._client.head_object(Bucket=self._bucket, Key=full)
         except ClientError as exc:
-            if error_code(exc) in _NOT_FOUND or http_status(exc) == 404:
+            if error_code(exc) in NOT_FOUND or http_status(exc) == 404:
                 return None
             raise aws_error(exc, f"head {self.uri_of(full)}") from exc
         except BotoCoreError as exc:
@@ -341,35 +359,7 @@ class S3ObjectStore:
         """Server-side copy of ``src`` to ``dst`` keeping its metadata and encrypting it
         like every put; the copy is of the version ``head`` saw (``CopySourceIfMatch``).
         NotFoundError if ``src`` is missing."""
-        src_full, dst_full = self._full(src), self._full(dst)
-        for attempt in (1, 2):
-            try:
-                r = self._client.head_object(Bucket=self._bucket, Key=src_full)
-            except ClientError as exc:
-                if error_code(exc) in _NOT_FOUND or http_status(exc) == 404:
-                    raise NotFoundError(f"object {src!r} not found in {self.url_base}") from exc
-                raise aws_error(exc, f"copy {self.uri(src)}") from exc
-            sha = (
-                r.get("Metadata", {}).get("sha256")
-                or hashlib.sha256(self.get_bytes(src)).hexdigest()
-            )
-            try:
-                self._client.copy_object(
-                    Bucket=self._bucket,
-                    Key=dst_full,
-                    CopySource={"Bucket": self._bucket, "Key": src_full},
-                    CopySourceIfMatch=r["ETag"],
-                    MetadataDirective="COPY",
-                    **self.sse_params(),  # type: ignore[arg-type]
-                )
-            except ClientError as exc:
-                if http_status(exc) == 412 and attempt == 1:
-                    continue  # the source changed between head and copy: copy the new one
-                raise aws_error(exc, f"copy {self.uri(src)} to {self.uri(dst)}") from exc
-            except BotoCoreError as exc:
-                raise aws_error(exc, f"copy {self.uri(src)} to {self.uri(dst)}") from exc
-            return PutResult(key=dst, size=int(r["ContentLength"]), sha256=sha)
-        raise NotFoundError(f"object {src!r} kept changing while being copied")
+        return copy_object(self, src, dst)
 
     # -- maintenance -------------------------------------------------------------------
 

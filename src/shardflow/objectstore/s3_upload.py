@@ -19,12 +19,14 @@ from typing import IO, TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shardflow.aws import aws_error, error_code, http_status, retried
-from shardflow.errors import ConfigError
+from shardflow.errors import ConfigError, NotFoundError
+from shardflow.objectstore.base import PutResult
 
 if TYPE_CHECKING:
     from shardflow.objectstore.s3 import S3ObjectStore
 
 MAX_PARTS = 10_000
+NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,10 @@ class Digest:
     @classmethod
     def of(cls, h: Any) -> Digest:
         return cls(h.hexdigest(), base64.b64encode(h.digest()).decode("ascii"))
+
+    @classmethod
+    def of_hex(cls, hexdigest: str) -> Digest:
+        return cls(hexdigest, base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii"))
 
 
 def digest_of(data: bytes) -> Digest:
@@ -176,3 +182,35 @@ def abort_quietly(store: S3ObjectStore, full: str, upload_id: str) -> None:
     except (ClientError, BotoCoreError) as exc:
         # the original failure matters more; sweep() aborts what is left behind
         log.warning("could not abort multipart upload of %s: %s", store.uri_of(full), exc)
+
+
+def copy_object(store: S3ObjectStore, src: str, dst: str) -> PutResult:
+    """:meth:`S3ObjectStore.copy`."""
+    src_full, dst_full = store.full_key(src), store.full_key(dst)
+    for attempt in (1, 2):
+        try:
+            r = store.client.head_object(Bucket=store.bucket, Key=src_full)
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND or http_status(exc) == 404:
+                raise NotFoundError(f"object {src!r} not found in {store.url_base}") from exc
+            raise aws_error(exc, f"copy {store.uri(src)}") from exc
+        sha = (
+            r.get("Metadata", {}).get("sha256") or hashlib.sha256(store.get_bytes(src)).hexdigest()
+        )
+        try:
+            store.client.copy_object(
+                Bucket=store.bucket,
+                Key=dst_full,
+                CopySource={"Bucket": store.bucket, "Key": src_full},
+                CopySourceIfMatch=r["ETag"],
+                MetadataDirective="COPY",
+                **store.sse_params(),  # type: ignore[arg-type]
+            )
+        except ClientError as exc:
+            if http_status(exc) == 412 and attempt == 1:
+                continue  # the source changed between head and copy: copy the new one
+            raise aws_error(exc, f"copy {store.uri(src)} to {store.uri(dst)}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"copy {store.uri(src)} to {store.uri(dst)}") from exc
+        return PutResult(key=dst, size=int(r["ContentLength"]), sha256=sha)
+    raise NotFoundError(f"object {src!r} kept changing while being copied")

@@ -10,9 +10,10 @@ Contract (``tests/contract/test_queue.py``):
   ``visibility_timeout`` seconds; ``receive_count`` counts deliveries.
 - A message received more than ``max_receives`` times goes to the dead-letter list
   instead of being delivered again.
-- ``extend`` keeps a received message hidden (the lease heartbeat); ``delete`` removes it.
-  Both return False for a receipt that is no longer current (the message was received
-  again by someone else), instead of raising.
+- ``extend`` keeps a received message hidden (the lease heartbeat); ``delete`` removes it,
+  ``delete_many`` several at once (a slot deletes the messages of a commit group in one
+  call). They return False (``delete_many``: do not count) for a receipt that is no longer
+  current (the message was received again by someone else), instead of raising.
 - Delivery is at least once: consumers must be idempotent (the state store decides).
 """
 
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 SQS_MAX_DELAY_SECONDS = 900
+SQS_MAX_BATCH = 10
+"""Messages per SQS batch call (send, receive, delete); a slot receives at most this many."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,15 @@ class Queue(Protocol):
 
     def delete(self, receipt: str) -> bool: ...
 
+    def delete_many(self, receipts: Sequence[str]) -> int:
+        """Delete the messages of ``receipts``; return how many were current."""
+        ...
+
     def depth(self) -> QueueDepth: ...
+
+    def is_empty(self) -> bool:
+        """No message at all: none visible, in flight or delayed (cheaper than depth)."""
+        ...
 
     def dead_letters(self, limit: int = 100) -> list[Message]: ...
 

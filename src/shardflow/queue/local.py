@@ -132,7 +132,10 @@ class SqliteQueue:
     Thread-safe (one connection per process, guarded by a lock) and safe across processes
     (SQLite locking; WAL mode). A forked child opens its own connection on first use.
     ``clock`` gives the time used for visibility and delays; it must be comparable across
-    processes sharing the file (wall-clock time in production).
+    processes sharing the file (wall-clock time in production). ``synchronous`` is
+    SQLite's (NORMAL by default, as for the state store in the same file: a commit
+    survives a crash of any process; on power loss the last few may be lost, which
+    reconcile repairs, since every task's truth is its row in the state store).
     """
 
     def __init__(
@@ -142,8 +145,12 @@ class SqliteQueue:
         *,
         max_receives: int = 8,
         clock: Callable[[], float] = time.time,
+        synchronous: str = "NORMAL",
     ) -> None:
         self._name = validate_id(name, "queue name")
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(f"unknown SQLite synchronous mode {synchronous!r}")
+        self._synchronous = synchronous.upper()
         self._path = Path(path)
         self._max_receives = check_max_receives(max_receives)
         self._clock = clock
@@ -174,7 +181,7 @@ class SqliteQueue:
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # checked above
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -316,6 +323,18 @@ class SqliteQueue:
             )
             return cursor.rowcount == 1
 
+    def delete_many(self, receipts: Sequence[str]) -> int:
+        """Remove the messages of ``receipts`` in one transaction; return how many were
+        current."""
+        if not receipts:
+            return 0
+        with self._transaction() as conn:
+            cursor = conn.executemany(
+                "DELETE FROM queue_messages WHERE queue = ? AND receipt = ?",
+                [(self._name, r) for r in receipts],
+            )
+            return cursor.rowcount
+
     def depth(self) -> QueueDepth:
         """Counts now: visible, in flight (received and hidden), delayed (never received)."""
         with self._lock:
@@ -331,6 +350,15 @@ class SqliteQueue:
                 .fetchone()
             )
         return QueueDepth(visible=row[0], in_flight=row[1], delayed=row[2])
+
+    def is_empty(self) -> bool:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT 1 FROM queue_messages WHERE queue = ? LIMIT 1", (self._name,))
+                .fetchone()
+            )
+        return row is None
 
     def dead_letters(self, limit: int = 100) -> list[Message]:
         """Up to ``limit`` dead letters, oldest first. Their receipt is empty: a dead
@@ -379,5 +407,14 @@ def open_local_queue(
     clock: Callable[[], float] = time.time,
 ) -> SqliteQueue:
     """A :class:`SqliteQueue` named ``name`` in the SQLite file ``state_url_or_path``
-    (``sqlite:///abs/path.db`` or a path). Raises :class:`ConfigError` for another URL."""
-    return SqliteQueue(sqlite_path(state_url_or_path), name, max_receives=max_receives, clock=clock)
+    (``sqlite:///abs/path.db`` or a path); a ``synchronous`` option in the URL's query
+    applies to the queue too. Raises :class:`ConfigError` for another URL."""
+    path, _, query = state_url_or_path.partition("?")
+    synchronous = "NORMAL"
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "synchronous":
+            synchronous = value
+    return SqliteQueue(
+        sqlite_path(path), name, max_receives=max_receives, clock=clock, synchronous=synchronous
+    )

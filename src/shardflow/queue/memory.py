@@ -155,6 +155,9 @@ class MemoryQueue:
             del self._messages[entry.seq]
             return True
 
+    def delete_many(self, receipts: Sequence[str]) -> int:
+        return sum(self.delete(r) for r in receipts)
+
     def depth(self) -> QueueDepth:
         """Counts now: visible, in flight (received and hidden), delayed (never received)."""
         with self._lock:
@@ -165,6 +168,10 @@ class MemoryQueue:
             in_flight=sum(e.visible_at > now and e.receive_count > 0 for e in entries),
             delayed=sum(e.visible_at > now and e.receive_count == 0 for e in entries),
         )
+
+    def is_empty(self) -> bool:
+        with self._lock:
+            return not self._messages
 
     def dead_letters(self, limit: int = 100) -> list[Message]:
         """Up to ``limit`` dead letters, oldest first, with an empty receipt."""

@@ -41,7 +41,7 @@ from shardflow.aws import (
 )
 from shardflow.errors import ConfigError, NotFoundError, StoreError
 from shardflow.layout import validate_id
-from shardflow.queue.base import Message, QueueDepth
+from shardflow.queue.base import SQS_MAX_BATCH, Message, QueueDepth
 from shardflow.queue.local import (
     MAX_BODY_BYTES,
     check_body,
@@ -55,7 +55,6 @@ from shardflow.queue.local import (
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-SQS_MAX_BATCH = 10
 MAX_QUEUE_NAME = 80
 DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, SQS's maximum
 # Upper case on purpose: job ids are lower case, so no job's queue (``{prefix}-x-dlq`` of a
@@ -292,6 +291,24 @@ class SqsQueue:
             raise aws_error(exc, f"delete a message of {self._name}") from exc
         return True
 
+    def delete_many(self, receipts: Sequence[str]) -> int:
+        """Delete in batches of ten (DeleteMessageBatch); return how many SQS accepted.
+        An entry SQS refuses for a stale receipt is not counted; any other refusal is
+        retried one by one through :meth:`delete`."""
+        deleted = 0
+        for start in range(0, len(receipts), SQS_MAX_BATCH):
+            chunk = receipts[start : start + SQS_MAX_BATCH]
+            entries: Any = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(chunk)]
+            try:
+                r = self._client.delete_message_batch(QueueUrl=self._url, Entries=entries)
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error(exc, f"delete messages of {self._name}") from exc
+            deleted += len(r.get("Successful", []))
+            for failed in r.get("Failed", []):
+                if failed.get("Code") not in _BAD_RECEIPT:
+                    deleted += self.delete(chunk[int(failed["Id"])])
+        return deleted
+
     def depth(self) -> QueueDepth:
         """Visible, in-flight and delayed messages (SQS's approximate counts)."""
         a = self._attributes(
@@ -307,6 +324,10 @@ class SqsQueue:
             in_flight=int(a.get("ApproximateNumberOfMessagesNotVisible", 0)),
             delayed=int(a.get("ApproximateNumberOfMessagesDelayed", 0)),
         )
+
+    def is_empty(self) -> bool:
+        """From SQS's approximate counts (they lag by up to a minute)."""
+        return self.depth().total == 0
 
     def dead_letters(self, limit: int = 100) -> list[Message]:
         """Up to ``limit`` messages of the dead-letter queue, left in it: they are

@@ -11,6 +11,10 @@ Primitives and their contract (``tests/contract/test_statestore.py``):
   raising :class:`ConflictError` otherwise. That version is the fencing token.
 - ``cas_task`` applies ``counters`` (name → delta) in the same atomic step, so job
   counts are never scanned: ``read_counters`` sums the counter shards.
+- ``cas_tasks`` applies many such writes, each fenced on its own version: a refused one
+  (moved on, or missing) is None in the answer and changes nothing, the others land. The
+  SQLite store does them in one transaction (a slot commits a group of tasks at once);
+  stores without a cheaper way write one by one (:func:`cas_each`).
 - ``register_tasks`` inserts tasks that do not exist yet (idempotent) and counts them.
 - ``list_tasks`` reads tasks by status through an index, paginated by task id.
 
@@ -64,6 +68,8 @@ class StateStore(BucketStore, Protocol):
 
     def cas_task(self, task: Task, expected_version: int, counters: Mapping[str, int]) -> Task: ...
 
+    def cas_tasks(self, writes: Sequence[TaskWrite]) -> list[Task | None]: ...
+
     def list_tasks(
         self,
         job_id: str,
@@ -90,6 +96,27 @@ class StateStore(BucketStore, Protocol):
     def close(self) -> None: ...
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskWrite:
+    """One fenced task write: ``task`` as version ``expected_version + 1``, and the
+    counter deltas that go with it."""
+
+    task: Task
+    expected_version: int
+    counters: Mapping[str, int]
+
+
+def cas_each(store: StateStore, writes: Sequence[TaskWrite]) -> list[Task | None]:
+    """``cas_tasks`` as one ``cas_task`` per write, for stores with no batch of their own."""
+    done: list[Task | None] = []
+    for write in writes:
+        try:
+            done.append(store.cas_task(write.task, write.expected_version, write.counters))
+        except (ConflictError, NotFoundError):
+            done.append(None)
+    return done
+
+
 SETUP_FAILURES = "slots.setup_failed"
 """The job counter of worker slots whose handler setup raised (they took no task)."""
 
@@ -102,6 +129,25 @@ def task_counts(counters: Mapping[str, int]) -> dict[TaskStatus, int]:
     return {s: int(counters.get(status_counter(s), 0)) for s in TaskStatus}
 
 
+def task_write(
+    task: Task,
+    target: TaskStatus,
+    *,
+    now: float,
+    counters: Mapping[str, int] | None = None,
+    **changes: Any,
+) -> TaskWrite:
+    """The fenced write that moves ``task`` to ``target`` (a legal transition), with the
+    status counters it moves."""
+    check_transition(task.status, target)
+    new = dataclasses.replace(task, status=target, updated_at=now, **changes)
+    deltas: dict[str, int] = dict(counters or {})
+    if target is not task.status:
+        deltas[status_counter(task.status)] = deltas.get(status_counter(task.status), 0) - 1
+        deltas[status_counter(target)] = deltas.get(status_counter(target), 0) + 1
+    return TaskWrite(new, task.version, deltas)
+
+
 def transition_task(
     store: StateStore,
     task: Task,
@@ -112,13 +158,8 @@ def transition_task(
     **changes: Any,
 ) -> Task:
     """Move ``task`` to ``target`` fenced on its version; raise ConflictError if refused."""
-    check_transition(task.status, target)
-    new = dataclasses.replace(task, status=target, updated_at=now, **changes)
-    deltas: dict[str, int] = dict(counters or {})
-    if target is not task.status:
-        deltas[status_counter(task.status)] = deltas.get(status_counter(task.status), 0) - 1
-        deltas[status_counter(target)] = deltas.get(status_counter(target), 0) + 1
-    return store.cas_task(new, task.version, deltas)
+    write = task_write(task, target, now=now, counters=counters, **changes)
+    return store.cas_task(write.task, write.expected_version, write.counters)
 
 
 def leasable(task: Task, now: float) -> bool:
@@ -237,9 +278,38 @@ def commit_task(
     """LEASED → SUCCEEDED naming the marker's attempt, fenced on the holder's version.
 
     ``metrics`` are stored on the task; ``metric_counters`` are added to the job's
-    counters in the same atomic write."""
-    return transition_task(
-        store,
+    counters in the same atomic write. :func:`commit_write` is the same write, for
+    :meth:`StateStore.cas_tasks` (a group of commits at once)."""
+    write = commit_write(
+        task,
+        now=now,
+        result_attempt=result_attempt,
+        items_total=items_total,
+        items_succeeded=items_succeeded,
+        items_failed=items_failed,
+        items_rejected=items_rejected,
+        rows=rows,
+        metrics=metrics,
+        metric_counters=metric_counters,
+    )
+    return store.cas_task(write.task, write.expected_version, write.counters)
+
+
+def commit_write(
+    task: Task,
+    *,
+    now: float,
+    result_attempt: int,
+    items_total: int,
+    items_succeeded: int,
+    items_failed: int,
+    items_rejected: int,
+    rows: int,
+    metrics: Mapping[str, float] | None = None,
+    metric_counters: Mapping[str, int] | None = None,
+) -> TaskWrite:
+    """The write of :func:`commit_task`."""
+    return task_write(
         task,
         TaskStatus.SUCCEEDED,
         now=now,

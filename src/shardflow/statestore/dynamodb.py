@@ -35,6 +35,7 @@ from shardflow.errors import ConfigError, ConflictError, NotFoundError
 from shardflow.layout import validate_id
 from shardflow.models import Event, Job, Task, TaskGroup, TaskStatus
 from shardflow.ratelimit.base import BucketState
+from shardflow.statestore.base import TaskWrite, cas_each
 from shardflow.statestore.codec import (
     check_task_ids,
     decode_json,
@@ -242,6 +243,10 @@ class DynamoDbStateStore:
         except Refused as refused:
             self._refused("task", f"{task.job_id}/{task.task_id}", refused, expected_version, body)
         return new
+
+    def cas_tasks(self, writes: Sequence[TaskWrite]) -> list[Task | None]:
+        """One :meth:`cas_task` per write; a refused one is None."""
+        return cas_each(self, writes)
 
     def list_tasks(
         self,

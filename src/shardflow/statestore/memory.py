@@ -20,7 +20,7 @@ from shardflow.errors import ConflictError, NotFoundError
 from shardflow.layout import validate_id
 from shardflow.models import Event, Job, Task, TaskGroup, TaskStatus
 from shardflow.ratelimit.base import BucketState
-from shardflow.statestore.base import status_counter
+from shardflow.statestore.base import TaskWrite, cas_each, status_counter
 from shardflow.statestore.codec import (
     check_task_ids,
     decode_json,
@@ -167,6 +167,10 @@ class MemoryStateStore:
             rows.tasks[task.task_id] = (new.status, new.version, body)
             self._add(rows, counters)
         return new
+
+    def cas_tasks(self, writes: Sequence[TaskWrite]) -> list[Task | None]:
+        """One :meth:`cas_task` per write; a refused one is None."""
+        return cas_each(self, writes)
 
     def list_tasks(
         self,

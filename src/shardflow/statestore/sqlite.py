@@ -26,7 +26,8 @@ from shardflow.errors import ConfigError, ConflictError, NotFoundError, StoreErr
 from shardflow.layout import validate_id
 from shardflow.models import Event, Job, Task, TaskGroup, TaskStatus
 from shardflow.ratelimit.base import BucketState
-from shardflow.statestore.base import status_counter
+from shardflow.statestore import sqlite_sql as stmt
+from shardflow.statestore.base import TaskWrite, status_counter
 from shardflow.statestore.codec import (
     check_task_ids,
     decode_json,
@@ -38,56 +39,6 @@ from shardflow.statestore.codec import (
 SCHEMA_VERSION = 1
 _SCHEMA_KEY = "statestore.schema_version"
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, created_at REAL NOT NULL,"
-    " version INTEGER NOT NULL, body BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tasks (job_id TEXT NOT NULL, task_id TEXT NOT NULL,"
-    " status TEXT NOT NULL, version INTEGER NOT NULL, not_before REAL, lease_expires_at REAL,"
-    " body BLOB NOT NULL, PRIMARY KEY (job_id, task_id))",
-    "CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (job_id, status, task_id)",
-    "CREATE TABLE IF NOT EXISTS counters (job_id TEXT NOT NULL, name TEXT NOT NULL,"
-    " value INTEGER NOT NULL, PRIMARY KEY (job_id, name))",
-    "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " job_id TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,"
-    " detail BLOB NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq)",
-    "CREATE TABLE IF NOT EXISTS task_groups (job_id TEXT NOT NULL, group_id TEXT NOT NULL,"
-    " body BLOB NOT NULL, PRIMARY KEY (job_id, group_id))",
-    "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-    " body BLOB NOT NULL)",
-)
-
-_ADD_COUNTER = (
-    "INSERT INTO counters (job_id, name, value) VALUES (?, ?, ?) "
-    "ON CONFLICT (job_id, name) DO UPDATE SET value = value + excluded.value"
-)
-_INSERT_TASK = (
-    "INSERT OR IGNORE INTO tasks "
-    "(job_id, task_id, status, version, not_before, lease_expires_at, body) VALUES "
-    "(:job_id, :task_id, :status, :version, :not_before, :lease_expires_at, :body)"
-)
-_UPDATE_TASK = (
-    "UPDATE tasks SET status = :status, version = :version, not_before = :not_before, "
-    "lease_expires_at = :lease_expires_at, body = :body "
-    "WHERE job_id = :job_id AND task_id = :task_id AND version = :expected"
-)
-_CREATE_JOB = "INSERT OR IGNORE INTO jobs (job_id, created_at, version, body) VALUES (?, ?, ?, ?)"
-_PUT_GROUP = "INSERT OR REPLACE INTO task_groups (job_id, group_id, body) VALUES (?, ?, ?)"
-_APPEND_EVENT = "INSERT INTO events (job_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)"
-_CREATE_BUCKET = "INSERT OR IGNORE INTO buckets (key, version, body) VALUES (?, ?, ?)"
-_UPDATE_BUCKET = "UPDATE buckets SET version = ?, body = ? WHERE key = ? AND version = ?"
-_DELETE_BUCKETS = "DELETE FROM buckets WHERE substr(key, 1, ?) = ?"
-_LATEST_EVENTS = (
-    "SELECT seq, at, kind, actor, detail FROM events WHERE job_id = ? ORDER BY seq DESC LIMIT ?"
-)
-_TASK_VERSION = "SELECT version FROM tasks WHERE job_id = ? AND task_id = ?"
-_LIST_TASKS = "SELECT body FROM tasks WHERE job_id = ? AND task_id > ? ORDER BY task_id LIMIT ?"
-_LIST_TASKS_BY_STATUS = (
-    "SELECT body FROM tasks WHERE job_id = ? AND status = ? AND task_id > ? "
-    "ORDER BY task_id LIMIT ?"
-)
 
 
 class SqliteStateStore:
@@ -143,7 +94,7 @@ class SqliteStateStore:
             db.execute(f"PRAGMA synchronous={self._synchronous}")  # validated above
             db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA:
+                for statement in stmt.SCHEMA:
                     db.execute(statement)
                 db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
@@ -232,7 +183,7 @@ class SqliteStateStore:
         validate_id(job.job_id, "job id")
         body = encode_model(job)
         params = (job.job_id, job.created_at, job.version, body)
-        return self._change(_CREATE_JOB, params) == 1
+        return self._change(stmt.CREATE_JOB, params) == 1
 
     def get_job(self, job_id: str) -> Job | None:
         row = self._one("SELECT body FROM jobs WHERE job_id = ?", (job_id,))
@@ -262,7 +213,7 @@ class SqliteStateStore:
             # table names are constants here; only values are bound
             for table in ("jobs", "tasks", "counters", "events", "task_groups"):
                 db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
-            db.execute(_DELETE_BUCKETS, (len(prefix), prefix))
+            db.execute(stmt.DELETE_BUCKETS, (len(prefix), prefix))
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -275,9 +226,9 @@ class SqliteStateStore:
         inserted = 0
         with self._write() as db:
             for (job_id, status), rows in groups.items():
-                count = db.executemany(_INSERT_TASK, rows).rowcount
+                count = db.executemany(stmt.INSERT_TASK, rows).rowcount
                 if count > 0:
-                    db.execute(_ADD_COUNTER, (job_id, status_counter(status), count))
+                    db.execute(stmt.ADD_COUNTER, (job_id, status_counter(status), count))
                     inserted += count
         return inserted
 
@@ -297,12 +248,35 @@ class SqliteStateStore:
         params = _task_params(new, expected=expected_version)
         deltas = [(task.job_id, name, delta) for name, delta in counters.items() if delta]
         with self._write() as db:
-            if db.execute(_UPDATE_TASK, params).rowcount != 1:
-                found = db.execute(_TASK_VERSION, (task.job_id, task.task_id))
+            if db.execute(stmt.UPDATE_TASK, params).rowcount != 1:
+                found = db.execute(stmt.TASK_VERSION, (task.job_id, task.task_id))
                 _refuse(f"task {task.job_id}/{task.task_id}", expected_version, found.fetchone())
             if deltas:
-                db.executemany(_ADD_COUNTER, deltas)
+                db.executemany(stmt.ADD_COUNTER, deltas)
         return new
+
+    def cas_tasks(self, writes: Sequence[TaskWrite]) -> list[Task | None]:
+        """Every write as :meth:`cas_task` would make it, in one transaction; a refused
+        write (another version stored, or no such task) is None and changes nothing."""
+        done: list[Task | None] = []
+        deltas: dict[tuple[str, str], int] = {}
+        params = []
+        for write in writes:
+            new = dataclasses.replace(write.task, version=write.expected_version + 1)
+            params.append(_task_params(new, expected=write.expected_version))
+            done.append(new)
+        with self._write() as db:
+            for n, (write, row) in enumerate(zip(writes, params, strict=True)):
+                if db.execute(stmt.UPDATE_TASK, row).rowcount != 1:
+                    done[n] = None
+                    continue
+                for name, delta in write.counters.items():
+                    if delta:
+                        key = (write.task.job_id, name)
+                        deltas[key] = deltas.get(key, 0) + delta
+            if deltas:
+                db.executemany(stmt.ADD_COUNTER, [(j, name, d) for (j, name), d in deltas.items()])
+        return done
 
     def list_tasks(
         self,
@@ -315,9 +289,9 @@ class SqliteStateStore:
         """Up to ``limit`` tasks with ``task_id > after``, in task id order."""
         start, count = after or "", max(limit, 0)
         if status is None:
-            rows = self._all(_LIST_TASKS, (job_id, start, count))
+            rows = self._all(stmt.LIST_TASKS, (job_id, start, count))
         else:
-            rows = self._all(_LIST_TASKS_BY_STATUS, (job_id, status.value, start, count))
+            rows = self._all(stmt.LIST_TASKS_BY_STATUS, (job_id, status.value, start, count))
         return [decode_model(Task, body) for (body,) in rows]
 
     # -- counters --------------------------------------------------------------------
@@ -333,7 +307,7 @@ class SqliteStateStore:
         if not rows:
             return
         with self._write() as db:
-            db.executemany(_ADD_COUNTER, rows)
+            db.executemany(stmt.ADD_COUNTER, rows)
 
     # -- events and task groups --------------------------------------------------------
 
@@ -341,10 +315,10 @@ class SqliteStateStore:
         """Append to the job's history; the store numbers it (``seq`` is ignored)."""
         validate_id(event.job_id, "job id")
         params = (event.job_id, event.at, event.kind, event.actor, encode_json(event.detail))
-        self._change(_APPEND_EVENT, params)
+        self._change(stmt.APPEND_EVENT, params)
 
     def list_events(self, job_id: str, *, limit: int = 100) -> list[Event]:
-        rows = self._all(_LATEST_EVENTS, (job_id, max(limit, 0)))
+        rows = self._all(stmt.LATEST_EVENTS, (job_id, max(limit, 0)))
         return [
             Event(job_id=job_id, kind=kind, at=at, actor=actor, detail=decode_json(d), seq=seq)
             for seq, at, kind, actor, d in reversed(rows)
@@ -355,7 +329,7 @@ class SqliteStateStore:
         validate_id(group.job_id, "job id")
         validate_id(group.group_id, "group id")
         params = (group.job_id, group.group_id, encode_model(group))
-        self._change(_PUT_GROUP, params)
+        self._change(stmt.PUT_GROUP, params)
 
     def list_task_groups(self, job_id: str) -> list[TaskGroup]:
         """The job's groups by round, then group id."""
@@ -374,15 +348,16 @@ class SqliteStateStore:
         body = encode_model(new)
         params: tuple[object, ...]
         if expected_version == 0:
-            sql, params = _CREATE_BUCKET, (state.key, new.version, body)
+            statement, params = stmt.CREATE_BUCKET, (state.key, new.version, body)
         else:
-            sql, params = _UPDATE_BUCKET, (new.version, body, state.key, expected_version)
-        if self._change(sql, params) != 1:
+            statement = stmt.UPDATE_BUCKET
+            params = (new.version, body, state.key, expected_version)
+        if self._change(statement, params) != 1:
             raise ConflictError(f"bucket {state.key}: version {expected_version} is not stored")
         return new
 
     def delete_buckets(self, prefix: str) -> int:
-        return self._change(_DELETE_BUCKETS, (len(prefix), prefix))
+        return self._change(stmt.DELETE_BUCKETS, (len(prefix), prefix))
 
 
 def _task_params(task: Task, **extra: object) -> dict[str, object]:
