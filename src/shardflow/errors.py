@@ -13,7 +13,8 @@ Exception tree::
     │   ├── NotFoundError          the object, job or task does not exist
     │   ├── ConflictError          a version-fenced write was refused: someone else holds the row
     │   ├── ChecksumMismatchError  an object's bytes do not match the checksum that names it
-    │   └── CorruptResultError     committed results failed verification; their tasks re-run
+    │   ├── CorruptResultError     committed results failed verification; their tasks re-run
+    │   └── TasksNotFinalError     aggregation was asked for while some tasks can still run
     ├── JobFailedError             failures above the tolerated threshold (exit 1)
     └── HandlerError               raised *by user handlers* to state how an item failed:
         ├── TransientError         retry later (network, throttling, timeouts)
@@ -113,6 +114,11 @@ class CorruptResultError(StoreError):
     def __init__(self, task_ids: list[str]) -> None:
         self.task_ids = task_ids
         super().__init__(f"{len(task_ids)} committed result(s) failed verification: {task_ids[:5]}")
+
+
+class TasksNotFinalError(StoreError):
+    """The job's output was asked for while some of its tasks are not final (one was
+    re-driven meanwhile): the map phase goes on first."""
 
 
 class JobFailedError(ShardflowError):

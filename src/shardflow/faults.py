@@ -11,8 +11,9 @@ wrote). Several specs may be given separated by commas. With
 create ``/some/dir/<point>`` wins), so a re-run attempt is not hit again.
 
 Points: ``after_lease``, ``mid_batch``, ``after_result_write``, ``after_marker``,
-``mid_split``, ``mid_aggregation``, ``mid_upload``, ``checkpoint`` (a chunk is being
-saved to scratch).
+``before_commit`` (a commit group's objects are flushed, its task rows not yet written),
+``mid_split``, ``mid_dispatch`` (some task manifests are published, the split goes on),
+``mid_aggregation``, ``mid_upload``, ``checkpoint`` (a chunk is being saved to scratch).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ POINTS = frozenset(
         "mid_batch",
         "after_result_write",
         "after_marker",
+        "before_commit",
+        "mid_dispatch",
         "mid_split",
         "mid_aggregation",
         "mid_upload",

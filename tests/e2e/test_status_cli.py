@@ -112,13 +112,26 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
         assert "Example" in proc.stdout or "example" in proc.stdout, name
 
 
-def test_logs_show_a_task_s_structured_log(finished: Path) -> None:
+def test_logs_of_a_task_that_logged_nothing_say_so(finished: Path) -> None:
+    # a clean task at the default level writes no log file (10,000 tasks, no 10,000 files)
     text = shardflow(["logs", "done", "t000001"], finished, check=0).stdout
-    records = [orjson.loads(line) for line in text.splitlines()]
-    assert any("started" in r["msg"] for r in records)
-    assert any("task committed" in r["msg"] for r in records)
-    assert all(r["job_id"] == "done" and r["task_id"] == "t000001" for r in records)
-    assert all(r["attempt"] == 1 and r["slot"].startswith("local-") for r in records)
+    assert "t000001 logged nothing at INFO or above in its 1 attempt(s)" in text
+    assert "SUCCEEDED" in text
     listing = shardflow(["logs", "done"], finished, check=0).stdout
-    assert "t000001.0001.log" in listing
+    assert "t000001.0001.log" not in listing
     shardflow(["logs", "done", "t999999"], finished, check=2)
+
+
+def test_logs_show_a_task_s_structured_log_at_debug(tmp_path: Path) -> None:
+    run_json(
+        ["run", str(QUICKSTART), "--job-id", "debug", "--set", "logging.level=DEBUG"],
+        tmp_path,
+        check=0,
+    )
+    text = shardflow(["logs", "debug", "t000001"], tmp_path, check=0).stdout
+    records = [orjson.loads(line) for line in text.splitlines()]
+    assert any("attempt 1 of t000001 started" in r["msg"] for r in records)
+    assert all(r["job_id"] == "debug" and r["task_id"] == "t000001" for r in records)
+    assert all(r["attempt"] == 1 and r["slot"].startswith("local-") for r in records)
+    listing = shardflow(["logs", "debug"], tmp_path, check=0).stdout
+    assert "t000001.0001.log" in listing

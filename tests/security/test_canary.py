@@ -135,5 +135,5 @@ secrets: [ssn]
 
 
 def _all_failure_rows(root: Path) -> Iterator[str]:
-    for path in root.rglob("*.failures.parquet"):
+    for path in root.rglob("*.failures.arrow"):
         yield from _readable(path)

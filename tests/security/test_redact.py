@@ -107,25 +107,23 @@ def test_record_secret_fields_are_masked_for_that_record_only() -> None:
 
 
 def _runner(secret_fields: tuple[str, ...]) -> ItemRunner:
-    return ItemRunner(
+    runner = ItemRunner(
         handler=LoadedHandler(name="h", per_batch=False, process=lambda r, c: r),
         policy=RetryPolicy(),
         rules=(),
-        key_column="_key",
-        task_id="t000001",
-        attempt=1,
         sleep=lambda s: None,
         secret_fields=secret_fields,
     )
+    runner.start("t000001", 1, Batch("b000001", "file:///in.jsonl", "jsonl", 1, 1, 0))
+    return runner
 
 
 def test_failure_records_mask_the_failing_records_secret_fields() -> None:
-    batch = Batch("b000001", "file:///in.jsonl", "jsonl", 1, 1, 0)
     record = {"id": 3, "ssn": "078-05-1120", "note": "password=hunter2"}
     try:
         raise ValueError(f"cannot enrich {record}")
     except ValueError as exc:
-        failure = _runner(("ssn",)).failure_record(batch, 1, "3", exc, ErrorClass.PERMANENT, record)
+        failure = _runner(("ssn",)).failure_record(1, "3", exc, ErrorClass.PERMANENT, record)
     for text in (failure["message"], failure["traceback"]):
         assert "078-05-1120" not in text
         assert "hunter2" not in text
@@ -166,6 +164,7 @@ def test_a_record_whose_arguments_do_not_fit_is_kept_redacted() -> None:
 def test_task_log_files_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEO_API_KEY", SECRET)
     path = tmp_path / "logs" / "t.log"
+    path.parent.mkdir()  # the slot makes the job's log folder
     with TaskLogFile(path):
         logging.getLogger("shardflow.handler").warning("using %s", SECRET)
     text = path.read_text(encoding="utf-8")

@@ -1,21 +1,22 @@
 """The worker's commit path in pieces: lazy checkpoints, results from memory, deliveries
-that cannot lease their task yet, and the aggregation's row groups."""
+that cannot lease their task yet, and the output's row groups."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shardflow.aggregate.merge import merge_files
+from shardflow.aggregate.finalize import ParquetSink
 from shardflow.models import ErrorClass, Job, Task, TaskStatus
 from shardflow.queue.memory import MemoryQueue
 from shardflow.statestore.base import commit_task, lease_task, lease_wait, retry_later
 from shardflow.statestore.memory import MemoryStateStore
 from shardflow.worker.checkpoint import Checkpoint
-from shardflow.worker.results import write_results
+from shardflow.worker.results import decode_table, ipc_bytes, result_table
 from shardflow.worker.slot import set_aside
 
 JOB = "job-1"
@@ -58,19 +59,18 @@ def test_a_saved_chunk_is_resumed_by_the_next_attempt_and_the_tail_joins_it(
     assert (second.progress.last_ordinal, second.progress.succeeded) == (2, 3)
     assert second.failure_records() == [{"key": "b1:9", "kind": "failed"}]
     tail_rows, tail_keys = _rows(3, 2)
-    dest = tmp_path / "result.parquet"
-    columns = write_results(second.part_paths(), dest, "key", tail=(tail_rows, tail_keys))
+    result = result_table(second.part_paths(), tail_rows, tail_keys, "key")
 
-    table = pq.read_table(dest)
-    assert columns[0] == "key"
-    assert table.column("key").to_pylist() == [f"b1:{i}" for i in range(5)]
-    assert table.column("n").to_pylist() == list(range(5))
+    for codec in (None, "lz4"):
+        table = decode_table(ipc_bytes(result, codec))
+        assert table.column_names[0] == "key"
+        assert table.column("key").to_pylist() == [f"b1:{i}" for i in range(5)]
+        assert table.column("n").to_pylist() == list(range(5))
 
 
-def test_a_result_with_no_rows_still_names_the_key_column(tmp_path: Path) -> None:
-    dest = tmp_path / "empty.parquet"
-    assert write_results([], dest, "key") == ["key"]
-    assert pq.read_table(dest).num_rows == 0
+def test_a_result_with_no_rows_still_names_the_key_column() -> None:
+    table = decode_table(ipc_bytes(result_table([], [], [], "key")))
+    assert (table.column_names, table.num_rows) == (["key"], 0)
 
 
 @pytest.fixture
@@ -152,19 +152,22 @@ def test_a_delivery_for_a_backing_off_task_waits_for_its_backoff(
     assert lease_wait(waiting, 80) == 0
 
 
-def _small_file(path: Path, start: int) -> Path:
-    pq.write_table(pa.table({"key": [f"k{start + i}" for i in range(100)]}), path)
-    return path
-
-
 def test_many_small_inputs_merge_into_few_row_groups(tmp_path: Path) -> None:
-    paths = [_small_file(tmp_path / f"in-{n}.parquet", n * 100) for n in range(30)]
     dest = tmp_path / "out.parquet"
-    schema = pa.schema([("key", pa.string())])
-
-    rows = merge_files(paths, dest, schema, group_rows=1000)
+    schema = pa.schema([("key", pa.string()), ("kind", pa.string())])
+    sink = ParquetSink(dest, schema, "zstd", group_rows=1000)
+    for n in range(30):
+        keys = [f"k{n * 100 + i}" for i in range(100)]
+        sink.write(pa.table({"key": keys, "kind": ["a", "b"] * 50}, schema=schema))
+    sha = sink.close()
 
     merged = pq.ParquetFile(dest)
-    assert rows == 3000 == merged.metadata.num_rows
+    assert sink.rows == 3000 == merged.metadata.num_rows
     assert merged.metadata.num_row_groups == 3  # not one per input
     assert merged.read().column("key").to_pylist() == [f"k{i}" for i in range(3000)]
+    assert sha == hashlib.sha256(dest.read_bytes()).hexdigest()
+    # dictionary encoding where values repeat, not for the unique keys
+    group = merged.metadata.row_group(0)
+    encodings = {group.column(c).path_in_schema: group.column(c).encodings for c in range(2)}
+    assert "RLE_DICTIONARY" in encodings["kind"]
+    assert "RLE_DICTIONARY" not in encodings["key"]

@@ -240,7 +240,14 @@ def logs(job_id: str, task_id: str | None, state_url: str | None) -> None:
     if text is not None:
         click.echo(text, nl=False)
         return
-    fail(f"no log found for {task_id}", code=1, hint="the task may not have run yet")
+    if task.attempt == 0:
+        fail(f"no log for {task_id}: it has not run yet", code=1)
+    level = str(job.config.get("config", {}).get("logging", {}).get("level", "INFO"))
+    click.echo(
+        f"{task_id} logged nothing at {level} or above in its {task.attempt} attempt(s); it is "
+        f"{task.status.value}. A task's log file is written only when something is logged "
+        "(run with --set logging.level=DEBUG to log every attempt's steps)."
+    )
 
 
 def _remote_log(job: Any, task_id: str, attempts: int) -> str | None:

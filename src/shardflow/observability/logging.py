@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import logging.handlers
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -99,26 +102,71 @@ def configure_logging(
     logging.getLogger("botocore").setLevel(max(logging.INFO, root.level))
 
 
+class _FirstRecordHandler(logging.Handler):
+    """Makes the real file handler (and its path) only when the first record comes: most
+    tasks log nothing at the task log's level, and pay for nothing. The file's folder must
+    exist (the slot makes it): a job purged meanwhile gets no log file back."""
+
+    def __init__(self, open_file: Callable[[], logging.Handler], level: str) -> None:
+        super().__init__(level)
+        self._open_file = open_file
+        self.file: logging.Handler | None = None
+        self._gone = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._gone:
+            return
+        if self.file is None:
+            handler = self._open_file()
+            if not os.path.isdir(os.path.dirname(getattr(handler, "baseFilename", ""))):
+                self._gone = True
+                return
+            self.file = handler
+        self.file.handle(record)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        super().close()
+
+
 class TaskLogFile:
     """A per-task JSON-lines log file, attached to the root logger while a task runs.
 
-    Rotated at ``max_bytes`` (keeping ``backups`` older files beside it), so a long task
-    that logs a lot cannot fill the workspace."""
+    The file is created by the task's first record at ``level`` (a task that logs nothing
+    leaves no file, and ``path`` is only asked for then), and rotated at ``max_bytes``
+    (keeping ``backups`` older files beside it), so a long task that logs a lot cannot
+    fill the workspace."""
 
     def __init__(
-        self, path: Path, level: str = "INFO", *, max_bytes: int = 64 << 20, backups: int = 2
+        self,
+        path: Path | Callable[[], Path],
+        level: str = "INFO",
+        *,
+        max_bytes: int = 64 << 20,
+        backups: int = 2,
+        redacting: RedactingFilter | None = None,
     ) -> None:
-        from logging.handlers import RotatingFileHandler
+        self._path = path
+        # a slot passes its one filter: building a redactor reads the whole environment
+        redacting = redacting or RedactingFilter()
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.handler = RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-        )
-        self.handler.setFormatter(JsonFormatter())
-        self.handler.addFilter(ContextFilter())
-        self.handler.addFilter(RedactingFilter())
-        self.handler.setLevel(level)
+        def open_file() -> logging.Handler:
+            handler = logging.handlers.RotatingFileHandler(
+                self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+            )
+            handler.setFormatter(JsonFormatter())
+            handler.addFilter(ContextFilter())
+            handler.addFilter(redacting)
+            return handler
+
+        self.handler = _FirstRecordHandler(open_file, level)
+
+    @property
+    def path(self) -> Path:
+        if callable(self._path):
+            self._path = self._path()
+        return self._path
 
     def __enter__(self) -> TaskLogFile:
         logging.getLogger().addHandler(self.handler)

@@ -12,7 +12,7 @@ corrupt the new one. A part file that no committed row names is ignored.
 
 Nothing is written before the first save: an attempt that finishes before a checkpoint
 is due (with the defaults, every task of up to 20,000 items that runs under 5 s) builds
-its result from the rows in memory and never creates a db or a part.
+its result from the rows in memory and never creates a folder, a db or a part.
 """
 
 from __future__ import annotations
@@ -71,22 +71,28 @@ class Checkpoint:
     def __init__(self, task_dir: Path, attempt: int) -> None:
         self.task_dir = task_dir
         self.dir = task_dir / f"a{attempt:04d}"
-        if self.dir.is_symlink() or task_dir.is_symlink():
-            # scratch may be shared: never follow a link planted where a checkpoint goes
-            raise InvalidIdError(f"refusing checkpoint folder {self.dir}: it is a symlink")
-        fresh = not self.dir.exists()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            self._adopt_previous(attempt)
-        # the db is created by the first save: a task that ends before its first
-        # checkpoint is due (the common case) never pays for one
+        # the folder and db are created by the first save: a task that ends before its
+        # first checkpoint is due (the common case) never touches scratch
         self._db: sqlite3.Connection | None = None
         self.progress = Progress()
+        if not task_dir.is_dir():
+            return  # no attempt of this task saved anything here
+        self._check_links()
+        if not self.dir.exists():
+            self.dir.mkdir()
+            self._adopt_previous(attempt)
         if (self.dir / "checkpoint.db").exists():
             self.progress = self._load_progress(self._connect())
 
+    def _check_links(self) -> None:
+        if self.dir.is_symlink() or self.task_dir.is_symlink():
+            # scratch may be shared: never follow a link planted where a checkpoint goes
+            raise InvalidIdError(f"refusing checkpoint folder {self.dir}: it is a symlink")
+
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            self._check_links()
+            self.dir.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.dir / "checkpoint.db", isolation_level=None)
             db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=FULL")
@@ -148,10 +154,10 @@ class Checkpoint:
         seq = self.progress.chunks
         part: str | None = None
         fault_point("checkpoint")
+        db = self._connect()  # the first save makes the folder and the db
         if rows:
             part = f"part-{seq:06d}.arrow"
             write_part(self.dir / part, rows, keys, key_column)
-        db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(
@@ -198,7 +204,8 @@ class Checkpoint:
     def discard_task(self) -> None:
         """Remove every attempt's checkpoint of this task (after its commit)."""
         self.close()
-        shutil.rmtree(self.task_dir, ignore_errors=True)
+        if self.task_dir.exists():
+            shutil.rmtree(self.task_dir, ignore_errors=True)
 
 
 def rows_table(rows: list[dict[str, Any]], keys: list[str], key_column: str) -> pa.Table:

@@ -15,6 +15,7 @@ from shardflow.layout import Layout, LocalPaths
 from shardflow.models import Job
 from shardflow.objectstore.base import ObjectStore
 from shardflow.queue.base import Queue
+from shardflow.security.redact import RedactingFilter
 from shardflow.split.spec import SplitSpec
 from shardflow.statestore.base import StateStore
 from shardflow.worker.context import RateLimiter
@@ -43,10 +44,13 @@ class WorkerEnv:
     checkpoint_interval: float
     log_level: str = "INFO"
     item_timeout: float | None = None
-    # attempt results are intermediate: lz4 is fast to write and to read for the merge;
-    # the final output gets the configured codec
-    output_compression: str = "lz4"
+    # attempt results are intermediate Arrow IPC: on a local store uncompressed (writing
+    # and reading them is a copy), elsewhere lz4 (fewer bytes to send); the final output
+    # gets the configured codec
+    result_codec: str | None = "lz4"
     stop: threading.Event = field(default_factory=threading.Event)
+    # for the task log files: the secret values of the slot's environment, read once
+    redacting: RedactingFilter = field(default_factory=RedactingFilter)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep

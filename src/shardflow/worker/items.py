@@ -1,31 +1,44 @@
-"""Running the handler over items: isolation, in-place retries, failure and reject records.
+"""Running the handler over items: the one item loop, in-place retries, failure and
+reject records.
 
-An item's exception never fails its batch: transient errors are retried in place up to
+:meth:`ItemRunner.run_chunk` is the only loop over a batch's records: the attempt calls it
+once per chunk (the items between two checkpoints), and every record goes through the same
+steps whatever the handler's form. An item's exception never fails its batch: it is
+classified (``retry.rules`` first), transient errors are retried in place up to
 ``retry.item_attempts`` times, and every other outcome becomes a failure record with its
-class, exception type, message and a traceback excerpt.
+class, exception type, message and a traceback excerpt. A handler output that is not a
+dict, a list of dicts or None is a ``TypeError`` of its item, classified like any other.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from shardflow.coordinator.retry import RetryPolicy
 from shardflow.errors import ClassRule, classify
 from shardflow.models import Batch, ErrorClass
 from shardflow.security.redact import Redactor
+from shardflow.split.spec import Record
 from shardflow.worker.context import TaskContext
 from shardflow.worker.handler import LoadedHandler, Output, check_output
 from shardflow.worker.isolation import IsolatedHandler, RemoteItemError, alarm
 
+#: why :meth:`ItemRunner.run_chunk` returned
+DONE, CHECKPOINT, STOP = "done", "checkpoint", "stop"
+
 
 class Chunk:
-    """Rows, failure records and counts gathered since the last checkpoint."""
+    """Rows, failure records and counts gathered since the last checkpoint.
 
-    __slots__ = ("failed", "failures", "keys", "rejected", "rows", "succeeded")
+    ``last`` is the ordinal of the last record taken from the batch: every record up to it
+    is accounted for in this chunk or in the checkpoint before it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("failed", "failures", "keys", "last", "rejected", "rows", "succeeded")
+
+    def __init__(self, last: int = -1) -> None:
         # rows and their item keys side by side: the key becomes a column when the chunk
         # is saved, so the handler's dicts are stored as returned, never copied
         self.rows: list[dict[str, Any]] = []
@@ -34,145 +47,193 @@ class Chunk:
         self.succeeded = 0
         self.failed = 0
         self.rejected = 0
+        self.last = last
 
 
 class ItemRunner:
+    """Runs one slot's handler over the records of its attempts.
+
+    Built once per slot; :meth:`start` names the attempt whose records come next (its task,
+    attempt number and batch go into failure records).
+    """
+
     def __init__(
         self,
         *,
         handler: LoadedHandler,
         policy: RetryPolicy,
         rules: tuple[ClassRule, ...],
-        key_column: str,
-        task_id: str,
-        attempt: int,
         sleep: Callable[[float], None],
         item_timeout: float | None = None,
         secret_fields: Sequence[str] = (),
+        id_field: str | None = None,
+        check_every: int = 256,
     ) -> None:
         # an isolated handler enforces the timeout itself (it can kill its process)
         self.item_timeout = None if isinstance(handler, IsolatedHandler) else item_timeout
-        # per-item functions are called directly on the hot path; the rest go through
-        # LoadedHandler.run_one, which checks what they return
-        self.process = handler.process if not handler.per_batch else handler.run_one
         self.handler = handler
         self.policy = policy
         self.rules = rules
-        self.key_column = key_column
-        self.task_id = task_id
-        self.attempt = attempt
         self.sleep = sleep
+        self.id_field = id_field
+        # the stop flag and the clock are looked at every `mask + 1` items, not every item
+        self.mask = _mask(check_every)
         # failure records are stored and shown: mask the job's secret fields of the
         # failing record, secret environment values and credential patterns
         self.secret_fields = tuple(secret_fields)
         self.redactor = Redactor.from_environ()
+        self.task_id = ""
+        self.attempt = 0
+        self.batch: Batch | None = None
 
-    def run_item(
+    def start(self, task_id: str, attempt: int, batch: Batch) -> None:
+        self.task_id, self.attempt, self.batch = task_id, attempt, batch
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run_chunk(
+        self,
+        records: Iterator[Record],
+        chunk: Chunk,
+        ctx: TaskContext,
+        due: Callable[[int], str | None] = lambda count: None,
+    ) -> str:
+        """Run records from ``records`` into ``chunk`` until the batch ends (:data:`DONE`),
+        or ``due(count)`` asks for a :data:`CHECKPOINT` or a :data:`STOP`; ``due`` is asked
+        every few hundred items (every 16 with a small ``worker.checkpoint_every``).
+
+        A per-batch handler gets the chunk's records in one call before this returns. Raises
+        :class:`~shardflow.errors.StopRequested` if the handler was stopped while it waited
+        for rate-limit tokens (the chunk is then incomplete and must be dropped).
+        """
+        batch = self.batch
+        assert batch is not None
+        per_batch, timed = self.handler.per_batch, self.item_timeout is not None
+        process = self.handler.process
+        batch_id, id_field, mask = batch.batch_id, self.id_field, self.mask
+        rows, keys = chunk.rows, chunk.keys
+        pending: list[tuple[int, str, dict[str, Any]]] = []
+        why = DONE
+        for count, (ordinal, line, value, error, raw) in enumerate(records, 1):
+            chunk.last = ordinal
+            if value is None:
+                chunk.failures.append(self.reject_record(line, error or "malformed", raw))
+                chunk.rejected += 1
+            else:
+                if id_field is None:
+                    key: str | None = f"{batch_id}:{ordinal}"
+                else:
+                    ident = value.get(id_field)
+                    key = None if ident is None else ident if type(ident) is str else str(ident)
+                if key is None:
+                    reason = f"missing id field {id_field!r}"
+                    chunk.failures.append(self.reject_record(line, reason, None))
+                    chunk.rejected += 1
+                elif per_batch:
+                    pending.append((line, key, value))
+                elif timed:
+                    self._retrying(chunk, line, key, value, ctx, tries=0)
+                else:
+                    try:
+                        out = process(value, ctx)
+                    except Exception as exc:
+                        self._failed(chunk, line, key, value, ctx, exc)
+                    else:
+                        if type(out) is dict:
+                            rows.append(out)
+                            keys.append(key)
+                            chunk.succeeded += 1
+                        else:
+                            self._add_checked(chunk, line, key, value, ctx, out)
+            if not count & mask:
+                stop = due(count)
+                if stop is not None:
+                    why = stop
+                    break
+        self._run_pending(chunk, pending, ctx)
+        return why
+
+    # -- one item --------------------------------------------------------------------------
+
+    def _add_checked(
         self,
         chunk: Chunk,
-        batch: Batch,
         line: int,
         key: str,
         value: dict[str, Any],
         ctx: TaskContext,
+        out: object,
     ) -> None:
-        """Run the handler on one item; never raises for the item's own failure."""
-        if self.item_timeout is not None:
-            self._slow_item(chunk, batch, line, key, value, ctx, tries=0)
+        """An output that is not a plain dict: checked, else a TypeError of the item."""
+        try:
+            checked = check_output(out)
+        except TypeError as exc:
+            self._failed(chunk, line, key, value, ctx, exc)
             return
-        try:  # the fast path: one call, one type check
-            out = self.process(value, ctx)
-            if type(out) is not dict:
-                out = check_output(out)
-        except Exception as exc:
-            self.failed_item(chunk, batch, line, key, value, ctx, exc)
-            return
-        if type(out) is dict:
-            chunk.rows.append(out)
-            chunk.keys.append(key)
-            chunk.succeeded += 1
-        else:
-            self.add_output(chunk, key, out)
+        self._add_output(chunk, key, checked)
 
-    def failed_item(
+    def _failed(
         self,
         chunk: Chunk,
-        batch: Batch,
         line: int,
         key: str,
         value: dict[str, Any],
         ctx: TaskContext,
         exc: Exception,
     ) -> None:
-        cls = exc.error_class if isinstance(exc, RemoteItemError) else classify(exc, self.rules)
+        """The item's first try raised: retry it in place if transient, else record it."""
+        cls = _class_of(exc, self.rules)
         if self.policy.should_retry_item(cls, 1):
             self.sleep(0.1)
-            self._slow_item(chunk, batch, line, key, value, ctx, tries=1)
+            self._retrying(chunk, line, key, value, ctx, tries=1)
             return
-        chunk.failures.append(self.failure_record(batch, line, key, exc, cls, value))
+        chunk.failures.append(self.failure_record(line, key, exc, cls, value))
         chunk.failed += 1
 
-    def _slow_item(
+    def _retrying(
         self,
         chunk: Chunk,
-        batch: Batch,
         line: int,
         key: str,
         value: dict[str, Any],
         ctx: TaskContext,
         tries: int,
     ) -> None:
+        """Try the item (again) until it succeeds, or fails for good, under the timeout."""
         while True:
             tries += 1
             try:
                 with alarm(self.item_timeout):
                     out = self.handler.run_one(value, ctx)
             except Exception as exc:
-                cls = (
-                    exc.error_class
-                    if isinstance(exc, RemoteItemError)
-                    else classify(exc, self.rules)
-                )
+                cls = _class_of(exc, self.rules)
                 if self.policy.should_retry_item(cls, tries):
                     self.sleep(min(1.0, 0.05 * 2**tries))
                     continue
-                chunk.failures.append(self.failure_record(batch, line, key, exc, cls, value))
+                chunk.failures.append(self.failure_record(line, key, exc, cls, value))
                 chunk.failed += 1
                 return
-            self.add_output(chunk, key, out)
+            self._add_output(chunk, key, out)
             return
 
-    def run_pending(
-        self,
-        chunk: Chunk,
-        batch: Batch,
-        pending: list[tuple[int, int, str, dict[str, Any]]],
-        ctx: TaskContext,
+    def _run_pending(
+        self, chunk: Chunk, pending: list[tuple[int, str, dict[str, Any]]], ctx: TaskContext
     ) -> None:
+        """A per-batch handler's call for the chunk's records; if it raises, the records
+        run one at a time, so that only the bad item fails."""
         if not pending:
             return
         try:
-            outs = self.handler.run_batch([p[3] for p in pending], ctx)
+            outs = self.handler.run_batch([p[2] for p in pending], ctx)
         except Exception:
-            # isolate the failing item: re-run the chunk one record at a time
-            for _, line, key, value in pending:
-                self.run_item(chunk, batch, line, key, value, ctx)
+            for line, key, value in pending:
+                self._retrying(chunk, line, key, value, ctx, tries=0)
         else:
-            for (_, _, key, _), out in zip(pending, outs, strict=True):
-                self.add_output(chunk, key, out)
-        pending.clear()
+            for (_line, key, _value), out in zip(pending, outs, strict=True):
+                self._add_output(chunk, key, out)
 
-    def add_unchecked(self, chunk: Chunk, batch: Batch, line: int, key: str, out: object) -> None:
-        """Add a handler output that is not a plain dict, after checking its shape."""
-        try:
-            checked = check_output(out)
-        except TypeError as exc:
-            chunk.failures.append(self.failure_record(batch, line, key, exc, ErrorClass.PERMANENT))
-            chunk.failed += 1
-            return
-        self.add_output(chunk, key, checked)
-
-    def add_output(self, chunk: Chunk, key: str, out: Output) -> None:
+    @staticmethod
+    def _add_output(chunk: Chunk, key: str, out: Output) -> None:
         if isinstance(out, dict):
             chunk.rows.append(out)
             chunk.keys.append(key)
@@ -181,9 +242,10 @@ class ItemRunner:
             chunk.keys.extend([key] * len(out))
         chunk.succeeded += 1
 
+    # -- records ---------------------------------------------------------------------------
+
     def failure_record(
         self,
-        batch: Batch,
         line: int,
         key: str,
         exc: BaseException,
@@ -206,13 +268,11 @@ class ItemRunner:
             "traceback": redact(tb)[-2000:],
             "attempt": self.attempt,
             "task_id": self.task_id,
-            "source": batch.source,
+            "source": self.batch.source if self.batch else None,
             "line": line,
         }
 
-    def reject_record(
-        self, batch: Batch, line: int, reason: str, raw: str | None
-    ) -> dict[str, Any]:
+    def reject_record(self, line: int, reason: str, raw: str | None) -> dict[str, Any]:
         return {
             "key": None,
             "kind": "rejected",
@@ -222,6 +282,17 @@ class ItemRunner:
             "traceback": None,
             "attempt": self.attempt,
             "task_id": self.task_id,
-            "source": batch.source,
+            "source": self.batch.source if self.batch else None,
             "line": line,
         }
+
+
+def _class_of(exc: Exception, rules: tuple[ClassRule, ...]) -> ErrorClass:
+    # an isolated child classified its item's exception itself (it had the exception)
+    return exc.error_class if isinstance(exc, RemoteItemError) else classify(exc, rules)
+
+
+def _mask(check_every: int) -> int:
+    """How often (a power of two, minus one) the loop asks whether a checkpoint or a stop
+    is due: every 256 items, or every 16 when checkpoints are due that often."""
+    return 255 if check_every >= 1024 else 15

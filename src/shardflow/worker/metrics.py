@@ -13,14 +13,24 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+_PEAK: list[float] = [0.0, 0.0]  # (read at, KiB): /proc is read at most once a second
+
 
 def peak_rss_kb() -> int:
-    """This process's peak resident memory in KiB.
+    """This process's peak resident memory in KiB (as of at most a second ago).
 
     Linux's ``ru_maxrss`` survives ``execve``: a process spawned from a large parent
     reports the parent's size at fork time. ``VmHWM`` belongs to the process's own
     address space, so it is read first; other systems fall back to ``ru_maxrss``.
     """
+    now = time.monotonic()
+    if now - _PEAK[0] < 1.0:
+        return int(_PEAK[1])
+    _PEAK[0], _PEAK[1] = now, float(_read_peak_rss_kb())
+    return int(_PEAK[1])
+
+
+def _read_peak_rss_kb() -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:

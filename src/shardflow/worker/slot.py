@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +21,20 @@ from shardflow.backends import (
     queue_url,
     register_input_schemes,
 )
+from shardflow.catalog import TaskCatalog
 from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError, StopRequested
 from shardflow.layout import Layout, LocalPaths, validate_id
-from shardflow.models import Event, Job
+from shardflow.models import Event, Job, JobStatus
 from shardflow.observability.logging import configure_logging, set_log_fields
-from shardflow.queue.base import SQS_MAX_DELAY_SECONDS, Queue
+from shardflow.queue.base import SQS_MAX_BATCH, SQS_MAX_DELAY_SECONDS, Message, Queue
 from shardflow.ratelimit.client import make_limiter
 from shardflow.statestore.base import SETUP_FAILURES, StateStore, lease_task, lease_wait
+from shardflow.worker.commit import CommitGroup
 from shardflow.worker.context import TaskContext
 from shardflow.worker.handler import LoadedHandler, load_handler
-from shardflow.worker.task import TaskAttempt, WorkerEnv
+from shardflow.worker.items import ItemRunner
+from shardflow.worker.lease import LeaseKeeper
+from shardflow.worker.task import Finished, SlotTools, TaskAttempt, WorkerEnv
 
 log = logging.getLogger("shardflow.worker")
 
@@ -83,7 +88,7 @@ def build_env(options: SlotOptions, job: Job) -> WorkerEnv:
         checkpoint_interval=float(cfg.worker.checkpoint_interval),
         log_level=cfg.logging.level,
         item_timeout=float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None,
-        output_compression="lz4",
+        result_codec="lz4" if cfg.backends.storage.startswith("s3://") else None,
         stop=options.stop,
         limiter=make_limiter(
             state,
@@ -125,6 +130,8 @@ def run_slot(options: SlotOptions) -> int:
         log.error("worker cannot start: %s", exc)
         return 2
     logging.getLogger().setLevel(env.log_level)
+    # task log files are made on their first record, in this folder
+    env.paths.job_log_dir(env.job.job_id).mkdir(parents=True, exist_ok=True)
     import pyarrow  # noqa: F401  (loaded once per slot, not inside the first task's timing)
 
     # a class handler's setup and teardown get the slot's ctx: no task (task_id "")
@@ -181,31 +188,155 @@ def _setup_failed(env: WorkerEnv, exc: Exception) -> None:
 
 
 def _loop(env: WorkerEnv, options: SlotOptions) -> int:
-    idle_since = options.clock()
-    job_checked = 0.0
-    while not options.stop.is_set():
-        now = options.clock()
-        if now - job_checked > 2.0:
-            job = env.state.get_job(env.job.job_id)
-            job_checked = now
-            if job is None or job.status.is_final or job.cancel_requested:
-                log.info("job is %s: slot exits", "gone" if job is None else job.status)
+    leases = LeaseKeeper(
+        env.state, env.queue, ttl=env.lease_ttl, interval=env.heartbeat, clock=env.clock
+    )
+    tools = SlotTools(
+        leases=leases,
+        catalog=TaskCatalog(env.store, env.layout),
+        items=ItemRunner(
+            handler=env.handler,
+            policy=env.policy,
+            rules=env.rules,
+            sleep=env.sleep,
+            item_timeout=env.item_timeout,
+            secret_fields=env.job.config.get("config", {}).get("secrets", ()),
+            id_field=env.spec.id_field,
+            check_every=env.checkpoint_every,
+        ),
+    )
+    slot = Slot(env, options, tools, CommitGroup(env, leases))
+    try:
+        return slot.run()
+    finally:
+        slot.close()
+
+
+class Slot:
+    """The loop of one slot: take a message, lease its task, run the attempt, commit in
+    groups. Messages are received a few at a time when tasks are short (enough for about
+    :data:`PREFETCH_SECONDS` of work), one at a time when they are long."""
+
+    def __init__(
+        self, env: WorkerEnv, options: SlotOptions, tools: SlotTools, group: CommitGroup
+    ) -> None:
+        self.env = env
+        self.options = options
+        self.tools = tools
+        self.group = group
+        self.inbox: deque[Message] = deque()
+        self.task_seconds = 1.0  # a moving mean of an attempt's wall time
+        self.job_checked = -1e18
+        self.splitting = True
+        self.outcomes: Counter[str] = Counter()
+        self.exit_reason = "stop requested"
+
+    def run(self) -> int:
+        env, options = self.env, self.options
+        idle_since = options.clock()
+        while not options.stop.is_set():
+            if not self._job_allows_work():
                 return 0
-            if job.paused:
-                log.info("job is paused: slot exits")
-                return 0
-        messages = env.queue.receive(max_messages=1, visibility_timeout=env.lease_ttl)
-        if not messages:
-            depth = env.queue.depth()
-            if depth.total == 0 or options.clock() - idle_since > options.idle_timeout:
-                return 0
-            # messages are delayed (retries) or in flight elsewhere: wait for one
-            messages = env.queue.receive(
-                max_messages=1, visibility_timeout=env.lease_ttl, wait_seconds=0.5
-            )
-            if not messages:
+            message = self._next_message()
+            if message is None:
+                self._log(self.group.flush())
+                if self._nothing_left(options.clock() - idle_since):
+                    self.exit_reason = "no work left"
+                    return 0
                 continue
-        message = messages[0]
+            task_id = self._task_id(message)
+            if task_id is None:
+                continue
+            task = lease_task(
+                env.state,
+                env.job.job_id,
+                task_id,
+                owner=options.slot,
+                ttl=env.lease_ttl,
+                now=options.clock(),
+                max_attempts=env.policy.max_attempts,
+            )
+            if task is None:
+                set_aside(
+                    env.state, env.queue, env.job.job_id, message.receipt, task_id, options.clock()
+                )
+                continue
+            started = time.monotonic()
+            self.tools.leases.hold(task, message.receipt)
+            outcome = TaskAttempt(env, self.tools, task, message.receipt).run()
+            self.task_seconds += (time.monotonic() - started - self.task_seconds) / 8
+            idle_since = options.clock()
+            if isinstance(outcome, Finished):
+                self.group.add(outcome)
+                if self.group.due():
+                    self._log(self.group.hand_off())
+                continue
+            self.tools.leases.release(task_id)
+            self._log({task_id: outcome})
+            if outcome == "released":
+                return 0
+        return 0
+
+    def close(self) -> None:
+        """Commit what is finished, hand back messages not started, stop the heartbeat."""
+        try:
+            self._log(self.group.flush())
+            if self.inbox:
+                for message in self.inbox:
+                    self.env.queue.extend(message.receipt, 0)
+                self.inbox.clear()
+        finally:
+            self.group.close()
+            self.tools.leases.stop()
+        done = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.outcomes.items()))
+        log.info("slot exits (%s); tasks: %s", self.exit_reason, done or "none")
+
+    def _log(self, outcomes: dict[str, str]) -> None:
+        self.outcomes.update(outcomes.values())
+        for task_id, outcome in outcomes.items():
+            if outcome != "succeeded":
+                log.info("task %s: %s", task_id, outcome)
+
+    def _job_allows_work(self) -> bool:
+        """Look at the job every 2 s: False once it is final, cancelled or paused."""
+        now = self.options.clock()
+        if now - self.job_checked <= 2.0:
+            return True
+        self.job_checked = now
+        job = self.env.state.get_job(self.env.job.job_id)
+        if job is None or job.status.is_final or job.cancel_requested:
+            self.exit_reason = f"job {'gone' if job is None else job.status}"
+            return False
+        if job.paused:
+            self.exit_reason = "job paused"
+            return False
+        self.splitting = job.status in (JobStatus.PENDING, JobStatus.SPLITTING)
+        return True
+
+    def _next_message(self) -> Message | None:
+        if not self.inbox:
+            count = max(1, min(SQS_MAX_BATCH, round(PREFETCH_SECONDS / self.task_seconds)))
+            self.inbox.extend(
+                self.env.queue.receive(max_messages=count, visibility_timeout=self.env.lease_ttl)
+            )
+        return self.inbox.popleft() if self.inbox else None
+
+    def _nothing_left(self, idle: float) -> bool:
+        """The queue had nothing: True when the slot should exit, else after waiting a
+        little for a message (retries in backoff, tasks held elsewhere, a split going on)."""
+        env = self.env
+        if not self.splitting:
+            if env.queue.is_empty() or idle > self.options.idle_timeout:
+                return True
+        elif idle > max(self.options.idle_timeout, SPLIT_WAIT_SECONDS):
+            return True
+        self.inbox.extend(
+            env.queue.receive(max_messages=1, visibility_timeout=env.lease_ttl, wait_seconds=0.5)
+        )
+        return False
+
+    def _task_id(self, message: Message) -> str | None:
+        env = self.env
         try:
             body = orjson.loads(message.body)
             task_id = validate_id(str(body["task_id"]), "task id")
@@ -214,27 +345,14 @@ def _loop(env: WorkerEnv, options: SlotOptions) -> int:
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidIdError) as exc:
             log.error("dropping a malformed queue message: %s", exc)
             env.queue.delete(message.receipt)
-            continue
-        task = lease_task(
-            env.state,
-            env.job.job_id,
-            task_id,
-            owner=options.slot,
-            ttl=env.lease_ttl,
-            now=options.clock(),
-            max_attempts=env.policy.max_attempts,
-        )
-        if task is None:
-            set_aside(
-                env.state, env.queue, env.job.job_id, message.receipt, task_id, options.clock()
-            )
-            continue
-        outcome = TaskAttempt(env, task, message.receipt).run()
-        log.info("task %s: %s", task_id, outcome)
-        idle_since = options.clock()
-        if outcome == "released":
-            return 0
-    return 0
+            return None
+        return task_id
+
+
+PREFETCH_SECONDS = 0.05
+"""About how much work a slot receives at once: short tasks come several to a receive."""
+SPLIT_WAIT_SECONDS = 120.0
+"""How long a slot waits for the first tasks of a job whose split is still running."""
 
 
 def set_aside(

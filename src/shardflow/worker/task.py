@@ -1,79 +1,100 @@
 """One attempt of one task: stream the batch through the handler, checkpoint, publish.
 
-The commit protocol (DESIGN.md): result objects go to attempt-scoped keys with their
-SHA-256; the ``.done`` marker is published create-only (the first attempt to publish
-wins, a loser adopts the winner); the task row is committed fenced on the version this
-worker holds. A marker found at lease time is adopted without re-running.
+The commit protocol (docs/design.md): result objects go to attempt-scoped keys with their
+SHA-256; the ``.done`` marker is published create-only (the first attempt to publish wins,
+a loser adopts the winner). :meth:`TaskAttempt.run` ends there and hands the slot a
+:class:`Finished` attempt: the slot commits the task row, fenced on the version it holds,
+together with the other attempts of its commit group, after one flush of their objects
+(:mod:`shardflow.worker.commit`). A marker found at lease time is adopted without re-running.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from shardflow.catalog import TaskCatalog
 from shardflow.errors import ConflictError, StopRequested, classify
 from shardflow.faults import fault_point
-from shardflow.manifests import ResultMarker, TaskManifest, decode_manifest, encode_manifest
+from shardflow.manifests import ResultMarker, decode_manifest, encode_manifest
 from shardflow.models import Batch, Task
 from shardflow.observability.logging import TaskLogFile, reset_log_fields, set_log_fields
 from shardflow.queue.base import SQS_MAX_DELAY_SECONDS
 from shardflow.split.read import iter_batch
-from shardflow.statestore.base import (
-    commit_task,
-    fail_task,
-    release_task,
-    retry_later,
-)
+from shardflow.statestore.base import fail_task, release_task, retry_later
 from shardflow.worker.checkpoint import Checkpoint
 from shardflow.worker.context import TaskContext
 from shardflow.worker.env import WorkerEnv, task_message
-from shardflow.worker.items import Chunk, ItemRunner
+from shardflow.worker.items import CHECKPOINT, STOP, Chunk, ItemRunner
 from shardflow.worker.lease import LeaseKeeper
-from shardflow.worker.metrics import AttemptMetrics, metric_counters
-from shardflow.worker.results import write_failures, write_results
+from shardflow.worker.metrics import AttemptMetrics
+from shardflow.worker.results import (
+    RESULT_FORMAT,
+    failures_table,
+    ipc_bytes,
+    result_table,
+)
 
-__all__ = ["TaskAttempt", "WorkerEnv", "task_message"]
+__all__ = ["Finished", "SlotTools", "TaskAttempt", "WorkerEnv", "task_message"]
 
 log = logging.getLogger("shardflow.worker")
 
 
-class TaskAttempt:
-    """Runs one leased attempt; :meth:`run` returns the outcome's name."""
+@dataclass(frozen=True)
+class SlotTools:
+    """What a slot keeps across its attempts: its leases, the task catalog, the item loop."""
 
-    def __init__(self, env: WorkerEnv, task: Task, receipt: str) -> None:
+    leases: LeaseKeeper
+    catalog: TaskCatalog
+    items: ItemRunner
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An attempt whose ``.done`` marker is published (or adopted): the slot commits its
+    task row with its group. ``metrics`` is None for an adopted marker."""
+
+    task_id: str
+    receipt: str
+    marker: ResultMarker
+    metrics: dict[str, float] | None
+    checkpoint: Checkpoint | None
+
+
+class TaskAttempt:
+    """Runs one leased attempt; :meth:`run` returns a :class:`Finished` attempt to commit,
+    or the name of how it ended otherwise (``retry``, ``failed``, ``lost``, ``released``)."""
+
+    def __init__(self, env: WorkerEnv, tools: SlotTools, task: Task, receipt: str) -> None:
         self.env = env
+        self.tools = tools
         self.task = task
         self.receipt = receipt
-        self.keeper = LeaseKeeper(
-            env.state,
-            env.queue,
-            task,
-            receipt,
-            ttl=env.lease_ttl,
-            interval=env.heartbeat,
-            clock=env.clock,
-        )
+        self.ctx: TaskContext | None = None
 
-    def run(self) -> str:
+    def run(self) -> Finished | str:
         env, task = self.env, self.task
         token = set_log_fields(
             job_id=task.job_id, task_id=task.task_id, attempt=task.attempt, slot=env.slot
         )
-        log_path = env.paths.log_file(task.job_id, task.task_id, task.attempt)
+        # the task's log file is created by its first record at the configured level: a
+        # task that runs cleanly writes none
+        log_file = TaskLogFile(
+            lambda: env.paths.log_file(task.job_id, task.task_id, task.attempt),
+            env.log_level,
+            redacting=env.redacting,
+        )
         try:
-            with TaskLogFile(log_path, env.log_level):
-                self.keeper.start()
-                try:
-                    return self._run()
-                finally:
-                    self.keeper.stop()
+            with log_file:
+                return self._run()
         finally:
             reset_log_fields(token)
-            self._upload_log(log_path)
+            if log_file.handler.file is not None:
+                self._upload_log(log_file.path)
 
     def _upload_log(self, path: Path) -> None:
-        if self.env.store.url.startswith("file:") or not path.exists():
+        if self.env.store.url.startswith("file:"):
             return  # a local store shares the workspace: the log is already beside the job
         try:
             self.env.store.put_file(
@@ -82,22 +103,17 @@ class TaskAttempt:
         except Exception as exc:
             log.warning("could not upload the task log: %s", exc)
 
-    def _run(self) -> str:
-        env, task = self.env, self.task
+    def _run(self) -> Finished | str:
+        task = self.task
         self.metrics = AttemptMetrics()
-        self.ctx: TaskContext | None = None
         fault_point("after_lease")
-        marker = self._read_marker()
+        # only an earlier attempt can have published a marker: the first needs no look
+        marker = self._read_marker() if task.attempt > 1 else None
         if marker is not None:
             log.info("adopting the published result of attempt %d", marker.attempt)
-            return self._commit(marker)
+            return Finished(task.task_id, self.receipt, marker, None, None)
         try:
-            manifest = decode_manifest(
-                env.store.get_bytes(env.layout.task_manifest(task.task_id)),
-                TaskManifest,
-                name=env.layout.task_manifest(task.task_id),
-            )
-            return self._process(manifest.batch)
+            return self._process(self.tools.catalog.batch(task.task_id))
         except ConflictError:
             return "lost"
         except Exception as exc:
@@ -111,10 +127,10 @@ class TaskAttempt:
 
     # -- processing -------------------------------------------------------------------
 
-    def _process(self, batch: Batch) -> str:
-        env, task = self.env, self.task
+    def _process(self, batch: Batch) -> Finished | str:
+        env, task, items = self.env, self.task, self.tools.items
         ckpt = Checkpoint(env.paths.checkpoint_dir(task.job_id, task.task_id), task.attempt)
-        log.info("attempt %d of %s started: batch %s", task.attempt, task.task_id, batch.batch_id)
+        log.debug("attempt %d of %s started: batch %s", task.attempt, task.task_id, batch.batch_id)
         if ckpt.progress.chunks:
             log.info("resuming after item %d", ckpt.progress.last_ordinal)
         if batch.end is not None and not batch.written:
@@ -129,104 +145,47 @@ class TaskAttempt:
             limiter=env.limiter,
             should_stop=self._should_stop,
         )
-        items = ItemRunner(
-            handler=env.handler,
-            policy=env.policy,
-            rules=env.rules,
-            key_column=env.key_column,
-            task_id=task.task_id,
-            attempt=task.attempt,
-            sleep=env.sleep,
-            item_timeout=env.item_timeout,
-            secret_fields=env.job.config.get("config", {}).get("secrets", ()),
-        )
-        chunk = Chunk()
-        last = ckpt.progress.last_ordinal
-        count = 0
-        flushed_at = env.clock()
-        pending: list[tuple[int, int, str, dict[str, Any]]] = []
-        id_field = env.spec.id_field
-        stopped = False
-        batch_id, per_batch, run_item = batch.batch_id, env.handler.per_batch, items.run_item
+        items.start(task.task_id, task.attempt, batch)
         every, interval, clock = env.checkpoint_every, env.checkpoint_interval, env.clock
-        mask = 255 if every >= 1024 else 15  # a small checkpoint_every is kept closely
-        # the common case (a per-item function, no timeout) is inlined: this loop runs
-        # once per item, so every call and attribute lookup saved here counts
-        fast, process = items.item_timeout is None and not per_batch, items.process
+        chunk = Chunk(ckpt.progress.last_ordinal)
+        flushed_at = clock()
+
+        def due(count: int) -> str | None:
+            if self._should_stop():
+                return STOP
+            if count >= every or clock() - flushed_at >= interval:
+                return CHECKPOINT
+            return None
+
+        records = iter_batch(batch, spec=env.spec, store=env.store, start_after=chunk.last)
         try:
-            for rec in iter_batch(batch, spec=env.spec, store=env.store, start_after=last):
-                # the stop flag and the clock are looked at every `mask + 1` items, not every item
-                if not count & mask and count:
-                    if self._should_stop():
-                        stopped = True
-                        break
-                    if count >= every or clock() - flushed_at >= interval:
-                        items.run_pending(chunk, batch, pending, ctx)
-                        self._flush(ckpt, chunk, last)
-                        fault_point("mid_batch")
-                        chunk, count, flushed_at = Chunk(), 0, clock()
-                last = ordinal = rec.ordinal
-                count += 1
-                value = rec.value
-                if value is None:
-                    chunk.failures.append(
-                        items.reject_record(batch, rec.line, rec.error or "malformed", rec.raw)
-                    )
-                    chunk.rejected += 1
-                    continue
-                if id_field is None:
-                    key = f"{batch_id}:{ordinal}"
-                else:
-                    ident = value.get(id_field)
-                    if ident is None:
-                        chunk.failures.append(
-                            items.reject_record(
-                                batch, rec.line, f"missing id field {id_field!r}", None
-                            )
-                        )
-                        chunk.rejected += 1
-                        continue
-                    key = ident if type(ident) is str else str(ident)
-                if fast:
-                    try:
-                        out = process(value, ctx)
-                    except Exception as exc:
-                        items.failed_item(chunk, batch, rec.line, key, value, ctx, exc)
-                        continue
-                    if type(out) is dict:
-                        chunk.rows.append(out)
-                        chunk.keys.append(key)
-                        chunk.succeeded += 1
-                    else:
-                        items.add_unchecked(chunk, batch, rec.line, key, out)
-                elif per_batch:
-                    pending.append((ordinal, rec.line, key, value))
-                else:
-                    run_item(chunk, batch, rec.line, key, value, ctx)
-            items.run_pending(chunk, batch, pending, ctx)
+            while (why := items.run_chunk(records, chunk, ctx, due)) == CHECKPOINT:
+                self._save(ckpt, chunk)
+                fault_point("mid_batch")
+                chunk, flushed_at = Chunk(chunk.last), clock()
         except StopRequested:
             # told to stop while the handler waited for tokens: the items since the last
             # checkpoint are not all done, so none of them is kept; they run again
             log.info("stop requested while the handler waited for rate-limit tokens")
             return self._stop_attempt(ckpt)
-        if stopped:
-            self._flush(ckpt, chunk, last)
+        if why == STOP:
+            self._save(ckpt, chunk)
             return self._stop_attempt(ckpt)
         # the last chunk goes from memory into the result: checkpointing it would only
         # write, fsync and read back rows that are about to be published anyway
-        return self._publish(ckpt, chunk, last)
+        return self._publish(ckpt, chunk)
 
     def _should_stop(self) -> bool:
-        return self.env.stop.is_set() or self.keeper.lost.is_set()
+        return self.env.stop.is_set() or self.tools.leases.lost(self.task.task_id)
 
-    def _flush(self, ckpt: Checkpoint, chunk: Chunk, last: int) -> None:
+    def _save(self, ckpt: Checkpoint, chunk: Chunk) -> None:
         if (
             not (chunk.rows or chunk.failures or chunk.succeeded)
-            and last == ckpt.progress.last_ordinal
+            and chunk.last == ckpt.progress.last_ordinal
         ):
             return
         ckpt.save(
-            last_ordinal=last,
+            last_ordinal=chunk.last,
             rows=chunk.rows,
             keys=chunk.keys,
             key_column=self.env.key_column,
@@ -239,19 +198,19 @@ class TaskAttempt:
     # -- ending ----------------------------------------------------------------------
 
     def _stop_attempt(self, ckpt: Checkpoint) -> str:
-        env = self.env
+        env, leases, task_id = self.env, self.tools.leases, self.task.task_id
         ckpt.close()
-        if self.keeper.lost.is_set():
+        if leases.lost(task_id):
             log.warning("stopping: the lease was lost; nothing committed")
             return "lost"
         log.info(
             "stopping on request after item %d; releasing the task", ckpt.progress.last_ordinal
         )
-        with self.keeper.lock:
+        with leases.lock:
             try:
-                self.keeper.set_task(
+                leases.set_task(
                     release_task(
-                        env.state, self.keeper.task, now=env.clock(), reason="worker stopped"
+                        env.state, leases.task(task_id), now=env.clock(), reason="worker stopped"
                     )
                 )
             except ConflictError:
@@ -259,37 +218,31 @@ class TaskAttempt:
         env.queue.extend(self.receipt, 0)
         return "released"
 
-    def _publish(self, ckpt: Checkpoint, tail: Chunk, last: int) -> str:
+    def _publish(self, ckpt: Checkpoint, tail: Chunk) -> Finished | str:
         env, task = self.env, self.task
-        if self.keeper.lost.is_set():
+        if self.tools.leases.lost(task.task_id):
             ckpt.close()
             return "lost"
         progress = ckpt.progress.plus(
-            last_ordinal=last,
+            last_ordinal=tail.last,
             rows=len(tail.rows),
             succeeded=tail.succeeded,
             failed=tail.failed,
             rejected=tail.rejected,
         )
-        scratch = ckpt.dir
-        result_key = env.layout.result(task.task_id, task.attempt)
-        result_file = scratch / "result.parquet"
-        columns = write_results(
-            ckpt.part_paths(),
-            result_file,
-            env.key_column,
-            compression=env.output_compression,
-            tail=(tail.rows, tail.keys),
-        )
+        table = result_table(ckpt.part_paths(), tail.rows, tail.keys, env.key_column)
+        result_key = env.layout.result(task.task_id, task.attempt, RESULT_FORMAT)
         failures = ckpt.failure_records() + tail.failures
-        failures_key = env.layout.failures(task.task_id, task.attempt) if failures else None
+        failures_key = (
+            env.layout.failures(task.task_id, task.attempt, RESULT_FORMAT) if failures else None
+        )
         fault_point("mid_upload")
-        put = env.store.put_file(result_key, result_file)
+        # durable with the commit group's flush, before any task row names them
+        put = env.store.put_bytes(result_key, ipc_bytes(table, env.result_codec), durable=False)
         fput = None
         if failures_key is not None:
-            failures_file = scratch / "failures.parquet"
-            write_failures(failures, failures_file)
-            fput = env.store.put_file(failures_key, failures_file)
+            data = ipc_bytes(failures_table(failures), env.result_codec)
+            fput = env.store.put_bytes(failures_key, data, durable=False)
         fault_point("after_result_write", corrupt=lambda: self._corrupt(result_key))
         marker = ResultMarker(
             job_id=task.job_id,
@@ -308,10 +261,12 @@ class TaskAttempt:
             items_succeeded=progress.succeeded,
             items_failed=progress.failed,
             items_rejected=progress.rejected,
-            columns=tuple(columns),
+            columns=tuple(table.column_names),
         )
         marker_key = env.layout.marker(task.task_id)
-        published = env.store.put_bytes(marker_key, encode_manifest(marker), create_only=True)
+        published = env.store.put_bytes(
+            marker_key, encode_manifest(marker), create_only=True, durable=False
+        )
         fault_point("after_marker")
         if not published.created:
             winner = decode_manifest(env.store.get_bytes(marker_key), ResultMarker, name=marker_key)
@@ -326,12 +281,8 @@ class TaskAttempt:
             handler_metrics=self.ctx.metrics if self.ctx else {},
             limiter_metrics={**env.limiter.metrics(), **(self.ctx.api if self.ctx else {})},
         )
-        outcome = self._commit(marker, measured)
-        if outcome == "succeeded":
-            ckpt.discard_task()
-        else:
-            ckpt.close()
-        return outcome
+        ckpt.close()
+        return Finished(task.task_id, self.receipt, marker, measured, ckpt)
 
     def _corrupt(self, key: str) -> None:
         """Fault injection only: flip the stored result's bytes after its checksum was taken."""
@@ -352,52 +303,21 @@ class TaskAttempt:
             except Exception as exc:
                 log.info("left %s for the sweeper: %s", key, exc)
 
-    def _commit(self, marker: ResultMarker, metrics: dict[str, float] | None = None) -> str:
-        env = self.env
-        with self.keeper.lock:
-            if self.keeper.lost.is_set():
-                return "lost"
-            try:
-                done = commit_task(
-                    env.state,
-                    self.keeper.task,
-                    now=env.clock(),
-                    result_attempt=marker.attempt,
-                    items_total=marker.items_total,
-                    items_succeeded=marker.items_succeeded,
-                    items_failed=marker.items_failed,
-                    items_rejected=marker.items_rejected,
-                    rows=marker.rows,
-                    metrics=metrics,
-                    metric_counters=metric_counters(metrics or {}),
-                )
-            except ConflictError:
-                log.warning(
-                    "commit refused: another worker holds the task; it will adopt the marker"
-                )
-                self.keeper.lost.set()
-                return "lost"
-            self.keeper.set_task(done)
-        env.queue.delete(self.receipt)
-        log.info(
-            "task committed: %d rows, %d items failed, %d rejected",
-            marker.rows,
-            marker.items_failed,
-            marker.items_rejected,
-        )
-        return "succeeded"
-
     def _attempt_failed(self, exc: Exception) -> str:
-        env = self.env
+        env, leases, task_id = self.env, self.tools.leases, self.task.task_id
+        if leases.lost(task_id):
+            # another worker holds the task (and may have cleaned this attempt's scratch up)
+            log.warning("lease lost: attempt abandoned (%s: %s)", type(exc).__name__, exc)
+            return "lost"
         cls = classify(exc, env.rules)
         message = f"{type(exc).__qualname__}: {exc}"
         log.error("attempt failed (%s): %s", cls.value, message, exc_info=exc)
-        with self.keeper.lock:
-            current = self.keeper.task
+        with leases.lock:
+            current = leases.task(task_id)
             try:
                 if env.policy.should_retry(cls, current.attempts_used):
                     delay = env.policy.backoff(current.attempts_used)
-                    self.keeper.set_task(
+                    leases.set_task(
                         retry_later(
                             env.state,
                             current,
@@ -413,7 +333,7 @@ class TaskAttempt:
                     )
                     outcome = "retry"
                 else:
-                    self.keeper.set_task(
+                    leases.set_task(
                         fail_task(
                             env.state, current, now=env.clock(), error_class=cls, message=message
                         )
