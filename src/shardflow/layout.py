@@ -8,20 +8,20 @@ Object keys (relative to the store's prefix)::
 
     jobs/{job}/job.json
     jobs/{job}/batches/{batch}.{fmt}
-    jobs/{job}/tasks/{task}.json
+    jobs/{job}/tasks/part-{part}.json                task manifests: the batches of a run of tasks
     jobs/{job}/split/_DONE.json                     split plan (written last)
     jobs/{job}/rejects/{part}.jsonl                 malformed input lines, with reasons
-    jobs/{job}/results/[{hh}/]{task}/{attempt}.parquet
-    jobs/{job}/results/[{hh}/]{task}/{attempt}.failures.parquet
+    jobs/{job}/results/[{hh}/]{task}/{attempt}.arrow           Arrow IPC (lz4)
+    jobs/{job}/results/[{hh}/]{task}/{attempt}.failures.arrow
     jobs/{job}/results/[{hh}/]{task}.done
     jobs/{job}/logs/{task}/{attempt}.log
-    jobs/{job}/aggregate/L{level}/{node}.parquet (+ .done)
     jobs/{job}/output/{name}.{fmt}, output/_MANIFEST.json, output/_SUCCESS
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +92,10 @@ class Layout:
     def batch(self, batch_id: str, ext: str) -> str:
         return f"{self.root}/batches/{validate_id(batch_id, 'batch id')}.{_name(ext)}"
 
-    def task_manifest(self, task_id: str) -> str:
-        return f"{self.root}/tasks/{validate_id(task_id, 'task id')}.json"
+    def task_part(self, part: int) -> str:
+        if not isinstance(part, int) or part < 0:
+            raise InvalidIdError(f"invalid task manifest part {part!r}")
+        return f"{self.root}/tasks/part-{part:06d}.json"
 
     def split_done(self) -> str:
         return f"{self.root}/split/_DONE.json"
@@ -111,11 +113,11 @@ class Layout:
             return f"{self.root}/results/{digest}/{task_id}"
         return f"{self.root}/results/{task_id}"
 
-    def result(self, task_id: str, attempt: int) -> str:
-        return f"{self._results(task_id)}/{_attempt(attempt)}.parquet"
+    def result(self, task_id: str, attempt: int, ext: str = "arrow") -> str:
+        return f"{self._results(task_id)}/{_attempt(attempt)}.{_name(ext)}"
 
-    def failures(self, task_id: str, attempt: int) -> str:
-        return f"{self._results(task_id)}/{_attempt(attempt)}.failures.parquet"
+    def failures(self, task_id: str, attempt: int, ext: str = "arrow") -> str:
+        return f"{self._results(task_id)}/{_attempt(attempt)}.failures.{_name(ext)}"
 
     def attempt_prefix(self, task_id: str) -> str:
         return f"{self._results(task_id)}/"
@@ -128,15 +130,6 @@ class Layout:
 
     def task_log(self, task_id: str, attempt: int) -> str:
         return f"{self.root}/logs/{validate_id(task_id, 'task id')}/{_attempt(attempt)}.log"
-
-    def aggregate_node(self, level: int, node: int, ext: str = "parquet") -> str:
-        return f"{self.root}/aggregate/L{int(level)}/{int(node):06d}.{_name(ext)}"
-
-    def aggregate_marker(self, level: int, node: int) -> str:
-        return f"{self.root}/aggregate/L{int(level)}/{int(node):06d}.done"
-
-    def aggregate_prefix(self) -> str:
-        return f"{self.root}/aggregate/"
 
     def output(self, name: str, fmt: str) -> str:
         if fmt not in OUTPUT_FORMATS and fmt not in {"jsonl"}:
@@ -161,12 +154,17 @@ class LocalPaths:
     scratch: Path
 
     def _safe_child(self, base: Path, *parts: str) -> Path:
-        path = base.joinpath(*parts)
-        # refuse anything that would leave ``base`` through a symlink planted in scratch
-        resolved_base = base.resolve()
-        resolved = path.resolve()
-        if resolved != resolved_base and resolved_base not in resolved.parents:
-            raise InvalidIdError(f"path {path} leaves {base}")
+        """``base/parts…``, refused if it would leave ``base`` through a symlink planted
+        in scratch. The parts are checked ids and names (no ``/``, no ``..``), so only a
+        link at one of them can lead out: one lstat each, and a link found is resolved."""
+        path = base
+        for part in parts:
+            path = path / part
+            if os.path.islink(path):
+                resolved_base = base.resolve()
+                resolved = path.resolve()
+                if resolved != resolved_base and resolved_base not in resolved.parents:
+                    raise InvalidIdError(f"path {path} leaves {base}")
         return path
 
     def checkpoint_dir(self, job_id: str, task_id: str) -> Path:

@@ -1,4 +1,4 @@
-"""Job, task, result, retry, aggregation, output and split manifests; checksums.
+"""Job, task, result, retry, output and split manifests; checksums.
 
 A manifest is a JSON document with ``kind``, ``schema_version`` and ``checksum``: the
 SHA-256 (hex) of the canonical JSON (orjson, sorted keys, compact) of the document
@@ -65,11 +65,13 @@ class JobManifest:
 
 @dataclass(frozen=True, slots=True)
 class TaskManifest:
+    """``tasks/part-NNNNNN.json``: the batches of a run of tasks registered and dispatched
+    together (see :mod:`shardflow.catalog`); each batch's task is ``t`` + its number."""
+
     KIND: ClassVar[str] = "task"
     job_id: str
-    task_id: str
-    batch: Batch
-    created_at: float
+    part: int
+    batches: tuple[Batch, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +96,6 @@ class ResultMarker:
     items_failed: int
     items_rejected: int
     columns: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AggregateMarker:
-    """The ``.done`` marker of an aggregation node; ``children`` are the keys merged."""
-
-    KIND: ClassVar[str] = "aggregate"
-    job_id: str
-    level: int
-    node: int
-    key: str
-    sha256: str
-    size: int
-    rows: int
-    children: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +136,14 @@ class OutputManifest:
 
 @dataclass(frozen=True, slots=True)
 class SplitPlan:
-    """``split/_DONE.json``: the batches of a job, written last by the split."""
+    """``split/_DONE.json``: what the split made, written last; its batches are in the
+    ``parts`` task manifests."""
 
     KIND: ClassVar[str] = "split"
     job_id: str
     created_at: float
-    batches: tuple[Batch, ...]
+    batches: int
+    parts: int
     records: int
     rejected: int
     duplicates: int
@@ -165,7 +154,6 @@ MANIFEST_TYPES: tuple[type[Any], ...] = (
     JobManifest,
     TaskManifest,
     ResultMarker,
-    AggregateMarker,
     RetryManifest,
     OutputManifest,
     SplitPlan,

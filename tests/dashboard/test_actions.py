@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from shardflow.coordinator.drive import Services
+from shardflow.coordinator.services import Services
 from shardflow.dashboard.actions import JobAction, perform
 from shardflow.errors import InvalidIdError, StoreError, UsageError
 from shardflow.executors.base import SlotSpec, SlotState

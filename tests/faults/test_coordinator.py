@@ -47,26 +47,51 @@ def test_coordinator_killed_while_splitting_resumes_to_the_same_batches(
     summary = job.run()
     assert summary["status"] == "SUCCEEDED"
     assert_same_output(job.check(), clean)
+    assert task_parts(job) == task_parts(clean_job)
+
+
+def task_parts(job: FaultJob) -> list[bytes]:
+    """The job's task manifests, byte for byte, in part order."""
     plan = load_plan(job.store(), job.layout)
-    assert plan.batches == load_plan(clean_job.store(), clean_job.layout).batches
+    return [job.store().get_bytes(job.layout.task_part(p)) for p in range(plan.parts)]
 
 
-def test_coordinator_killed_while_aggregating_resumes_and_skips_finished_nodes(
-    fault_job: JobFactory, clean: JobOutput
+def test_coordinator_killed_while_dispatching_resumes_to_the_same_tasks(
+    fault_job: JobFactory, clean_job: FaultJob, clean: JobOutput
 ) -> None:
+    # killed after the second part of the tasks went out: slots may have run some of
+    # them already; the split runs again and makes the same parts, tasks and output
     job = fault_job()
-    job.run(env=job.env("mid_aggregation:1:exit"), expect=KILLED)
-    nodes = job.workspace / "store" / "jobs" / job.job_id / "aggregate"
-    before = {p: p.stat().st_mtime_ns for p in nodes.rglob("*.parquet")}
-    assert len(before) >= 7  # 20 results, fan-in 4: 5 + 2 + 1 nodes, all built
-    assert job.store().head(job.layout.output_success()) is None  # nothing published yet
+    job.run(env=job.env("mid_dispatch:2:exit"), expect=KILLED)
+    with job.state() as state:
+        first = state.get_job(job.job_id)
+        registered = state.list_tasks(job.job_id, None)
+    assert first is not None
+    assert first.status is JobStatus.SPLITTING
+    assert 0 < len(registered) < len(clean_job.tasks())
 
     summary = job.run()
     assert summary["status"] == "SUCCEEDED"
     assert_same_output(job.check(), clean)
-    after = {p: p.stat().st_mtime_ns for p in nodes.rglob("*.parquet")}
-    assert after == before  # every node was already done: none was rebuilt
-    assert summary["attempts"] == summary["tasks"]["total"]  # and no task ran again
+    assert task_parts(job) == task_parts(clean_job)
+    assert summary["tasks"]["total"] == len(clean_job.tasks())
+
+
+def test_coordinator_killed_while_aggregating_merges_again_without_rerunning_tasks(
+    fault_job: JobFactory, clean: JobOutput
+) -> None:
+    job = fault_job()
+    job.run(env=job.env("mid_aggregation:1:exit"), expect=KILLED)
+    assert job.store().head(job.layout.output_success()) is None  # nothing published yet
+    with job.state() as state:
+        job_row = state.get_job(job.job_id)
+    assert job_row is not None
+    assert job_row.status is JobStatus.AGGREGATING
+
+    summary = job.run()
+    assert summary["status"] == "SUCCEEDED"
+    assert_same_output(job.check(), clean)
+    assert summary["attempts"] == summary["tasks"]["total"]  # no task ran again
 
 
 def test_cancel_while_slots_run_stops_them_and_keeps_committed_results(

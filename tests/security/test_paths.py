@@ -14,7 +14,8 @@ from shardflow.cli.limit import limit
 from shardflow.cli.main import cli
 from shardflow.errors import InvalidIdError
 from shardflow.layout import Layout, LocalPaths, validate_id
-from shardflow.objectstore.local import LocalObjectStore, validate_key
+from shardflow.objectstore.base import validate_key
+from shardflow.objectstore.local import LocalObjectStore
 from shardflow.objectstore.memory import MemoryObjectStore
 from shardflow.statestore.sqlite import SqliteStateStore
 
@@ -39,7 +40,7 @@ def test_layout_refuses_malformed_ids_in_every_key(value: str) -> None:
         Layout(value)
     layout = Layout("job1")
     for build in (
-        lambda: layout.task_manifest(value),
+        lambda: layout.task_part(value),
         lambda: layout.result(value, 1),
         lambda: layout.marker(value),
         lambda: layout.task_log(value, 1),

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from shardflow.errors import ManifestError
 from shardflow.manifests import (
-    AggregateMarker,
     HashingWriter,
     InputChecksum,
     JobManifest,
@@ -78,18 +77,8 @@ EXAMPLES: list[Any] = [
         config={"name": "enrich", "batching": {"records": 10_000}, "tags": ["a", None, 1.5]},
         inputs=INPUTS,
     ),
-    TaskManifest("enrich-users-1", "t-000001", BATCH, 1_700_000_000.0),
+    TaskManifest("enrich-users-1", 0, (BATCH, BATCH)),
     RESULT,
-    AggregateMarker(
-        "enrich-users-1",
-        1,
-        3,
-        "jobs/enrich-users-1/aggregate/L1/000003.parquet",
-        SHA,
-        10,
-        5,
-        ("jobs/enrich-users-1/results/t-000001/0002.parquet",),
-    ),
     RetryManifest("enrich-users-1", "t-000001", 1, ErrorClass.TRANSIENT, "HTTP 503", 1.7e9, 1.7e9),
     OutputManifest(
         job_id="enrich-users-1",
@@ -102,7 +91,7 @@ EXAMPLES: list[Any] = [
         items_total=10_000,
         schema=(("id", "string"), ("geo", "struct<lat: double, lon: double>")),
     ),
-    SplitPlan("enrich-users-1", 1_700_000_000.0, (BATCH,), 10_000, 1, 2, INPUTS),
+    SplitPlan("enrich-users-1", 1_700_000_000.0, 1, 1, 10_000, 1, 2, INPUTS),
 ]
 
 
@@ -227,17 +216,17 @@ def test_missing_field_is_refused() -> None:
 
 def test_nested_batch_and_enum_are_checked() -> None:
     doc = encoded_doc(EXAMPLES[1])
-    doc["batch"]["batch_id"] = "../b"
+    doc["batches"][1]["batch_id"] = "../b"
     with pytest.raises(ManifestError, match="batch_id"):
         decode_manifest(resign(doc), TaskManifest, name="task.json")
-    retry = encoded_doc(EXAMPLES[4])
+    retry = encoded_doc(EXAMPLES[3])
     retry["error_class"] = "catastrophic"
     with pytest.raises(ManifestError, match="error_class"):
         decode_manifest(resign(retry), RetryManifest, name="retry.json")
 
 
 def test_schema_pairs_must_have_two_items() -> None:
-    doc = encoded_doc(EXAMPLES[5])
+    doc = encoded_doc(EXAMPLES[4])
     doc["schema"] = [["id", "string", "extra"]]
     with pytest.raises(ManifestError, match="schema"):
         decode_manifest(resign(doc), OutputManifest, name="_MANIFEST.json")
@@ -250,10 +239,10 @@ def test_integer_timestamps_decode_as_floats() -> None:
 
 
 def test_encode_refuses_what_decode_would_refuse() -> None:
-    with pytest.raises(ManifestError, match="task_id"):
-        encode_manifest(TaskManifest("job-1", "Bad Id", BATCH, 0.0))
+    with pytest.raises(ManifestError, match="job_id"):
+        encode_manifest(TaskManifest("Bad Id", 0, (BATCH,)))
     with pytest.raises(ManifestError, match="finite"):
-        encode_manifest(TaskManifest("job-1", "t-1", BATCH, float("nan")))
+        encode_manifest(SplitPlan("job-1", float("nan"), 1, 1, 1, 0, 0, INPUTS))
     with pytest.raises(ManifestError):
         encode_manifest(
             JobManifest("job-1", "n", 0.0, {"path": Path("/x")}, ())  # not JSON

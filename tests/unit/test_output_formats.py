@@ -1,5 +1,6 @@
-"""Publishing the merged result as CSV or SQLite: every row, nested values as JSON text,
-SQLite column types from the Arrow schema, and a header even when there are no rows."""
+"""Writing the output as Parquet, CSV or SQLite a table at a time: every row, nested values
+as JSON text, SQLite column types from the Arrow schema, a header even when there are no
+rows, and the digest of what was written."""
 
 from __future__ import annotations
 
@@ -12,15 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shardflow.aggregate.finalize import convert_output
-from shardflow.aggregate.merge import Input
-from shardflow.aggregate.run import AggregateSpec
-from shardflow.layout import Layout
+from shardflow.aggregate.finalize import open_sink
 from shardflow.manifests import sha256_bytes
-from shardflow.objectstore.memory import MemoryObjectStore
-
-LAYOUT = Layout("job-1")
-ROOT_KEY = "jobs/job-1/aggregate/root.parquet"
 
 TABLE = pa.table(
     {
@@ -35,33 +29,31 @@ TABLE = pa.table(
 )
 
 
-def _root(store: MemoryObjectStore, table: pa.Table) -> Input:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    data = sink.getvalue()
-    store.put_bytes(ROOT_KEY, data)
-    return Input(ROOT_KEY, sha256_bytes(data))
-
-
-def _publish(store: MemoryObjectStore, table: pa.Table, fmt: str, tmp_path: Path) -> bytes:
-    spec = AggregateSpec(output_format=fmt, output_name="results")
-    out = convert_output(store, LAYOUT, _root(store, table), spec, tmp_path)
-    assert out.key == LAYOUT.output("results", fmt)
-    assert out.rows == table.num_rows
-    data = store.get_bytes(out.key)
-    assert (out.sha256, out.size) == (sha256_bytes(data), len(data))
+def _publish(table: pa.Table, fmt: str, tmp_path: Path) -> bytes:
+    """Write ``table`` in two halves; the sink's digest is the file's."""
+    sink = open_sink(fmt, tmp_path / f"out.{fmt}", table.schema, "zstd", "results")
+    half = table.num_rows // 2
+    sink.write(table.slice(0, half))
+    sink.write(table.slice(half))
+    sha = sink.close()
+    data = sink.path.read_bytes()
+    assert sink.rows == table.num_rows
+    assert sha == sha256_bytes(data)
     return data
 
 
-def test_parquet_is_published_as_the_merged_file(tmp_path: Path) -> None:
-    store = MemoryObjectStore()
-    data = _publish(store, TABLE, "parquet", tmp_path)
+def test_parquet_holds_every_row_of_every_table(tmp_path: Path) -> None:
+    data = _publish(TABLE, "parquet", tmp_path)
     assert pq.read_table(io.BytesIO(data)).equals(TABLE)
 
 
+def test_parquet_of_an_empty_result_has_the_schema(tmp_path: Path) -> None:
+    data = _publish(TABLE.slice(0, 0), "parquet", tmp_path)
+    assert pq.read_table(io.BytesIO(data)).schema == TABLE.schema
+
+
 def test_csv_has_every_row_with_nested_values_as_json(tmp_path: Path) -> None:
-    store = MemoryObjectStore()
-    data = _publish(store, TABLE, "csv", tmp_path)
+    data = _publish(TABLE, "csv", tmp_path)
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     assert [r["_key"] for r in rows] == ["b1:0", "b1:1"]
     assert rows[0]["tags"] == '["a","b"]'
@@ -71,14 +63,12 @@ def test_csv_has_every_row_with_nested_values_as_json(tmp_path: Path) -> None:
 
 
 def test_csv_of_an_empty_result_still_has_its_header(tmp_path: Path) -> None:
-    store = MemoryObjectStore()
-    data = _publish(store, TABLE.slice(0, 0), "csv", tmp_path)
+    data = _publish(TABLE.slice(0, 0), "csv", tmp_path)
     assert data.decode().splitlines() == [",".join(TABLE.schema.names)]
 
 
 def test_sqlite_table_is_named_after_the_output_with_typed_columns(tmp_path: Path) -> None:
-    store = MemoryObjectStore()
-    data = _publish(store, TABLE, "sqlite", tmp_path)
+    data = _publish(TABLE, "sqlite", tmp_path)
     db_path = tmp_path / "check.sqlite"
     db_path.write_bytes(data)
     db = sqlite3.connect(db_path)
@@ -101,7 +91,5 @@ def test_sqlite_table_is_named_after_the_output_with_typed_columns(tmp_path: Pat
 
 
 def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
-    store = MemoryObjectStore()
-    spec = AggregateSpec(output_format="xlsx")
     with pytest.raises(ValueError, match="output format 'xlsx'"):
-        convert_output(store, LAYOUT, _root(store, TABLE), spec, tmp_path)
+        open_sink("xlsx", tmp_path / "out.xlsx", TABLE.schema, "zstd", "results")

@@ -13,7 +13,8 @@ import pytest
 
 from shardflow.config import config_from_snapshot
 from shardflow.coordinator.chain import main, slot_handles, step, submit_next
-from shardflow.coordinator.drive import FOLLOWUP_GROUP, Services
+from shardflow.coordinator.round import FOLLOWUP_GROUP
+from shardflow.coordinator.services import Services
 from shardflow.models import ErrorClass, Event, Job, JobStatus, Task, TaskGroup
 from shardflow.objectstore.memory import MemoryObjectStore
 from shardflow.queue.memory import MemoryQueue

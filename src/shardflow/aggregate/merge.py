@@ -1,77 +1,82 @@
-"""Merging Parquet files into one with bounded memory, verifying checksums on the way."""
+"""Reading verified results and fitting them to one schema.
+
+:func:`read_verified` reads an object once, checks its SHA-256 against the marker that
+names it, and decodes the same bytes (Arrow IPC, or Parquet for results of an earlier
+shardflow). :func:`unified_schema` is the one rule for schema drift: the declared types
+first, then the results' types unified (promoted, never a column dropped), key first.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from shardflow.errors import ChecksumMismatchError
-from shardflow.manifests import sha256_file
 from shardflow.objectstore.base import ObjectStore
+from shardflow.worker.results import decode_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
 
-@dataclass(frozen=True, slots=True)
-class Input:
-    key: str
-    sha256: str | None
-
-
-def fetch(store: ObjectStore, item: Input, scratch: Path, name: str = "") -> Path:
-    """A local file with the object's verified bytes (no copy for a local store; a
-    remote object is downloaded once into ``scratch`` and reused)."""
-    local = store.local_path(item.key)
-    if local is not None:
-        if item.sha256 is not None:
-            actual = sha256_file(local)
-            if actual != item.sha256:
-                raise ChecksumMismatchError(
-                    f"{item.key}: sha256 {actual} does not match the marker's {item.sha256}"
-                )
-        return local
-    dest = scratch / ("obj-" + item.key.replace("/", "__"))
-    if not dest.exists():
-        tmp = dest.with_suffix(".part")
-        store.get_file(item.key, tmp, expected_sha256=item.sha256)
-        tmp.replace(dest)
-    return dest
-
-
-def read_footers(paths: Sequence[Path]) -> list[pq.FileMetaData]:
-    """Each input's Parquet footer, read once: the schema comes from it and
-    :func:`merge_files` opens the file with it instead of parsing the footer again."""
-    import pyarrow.parquet as pq
-
-    return [pq.read_metadata(p) for p in paths]
+def read_verified(store: ObjectStore, key: str, sha256: str | None) -> pa.Table:
+    """The table stored at ``key``; :class:`ChecksumMismatchError` when its bytes do not
+    match ``sha256``, :class:`~shardflow.errors.NotFoundError` when it is missing."""
+    data = store.get_bytes(key)
+    if sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ChecksumMismatchError(f"{key}: sha256 {actual} does not match {sha256}")
+    return decode_table(data)
 
 
 def unified_schema(
-    footers: Sequence[pq.FileMetaData],
+    schemas: Sequence[pa.Schema],
     key_column: str | None,
     declared: Mapping[str, str] | None = None,
 ) -> pa.Schema:
-    """One schema for all inputs: the declared one, else the inputs' schemas unified
-    (types promoted, never a column dropped), key column first."""
+    """One schema for all inputs: the declared types, else the inputs' types unified
+    (promoted, never a column dropped), key column first. Raises ``pyarrow.ArrowTypeError``
+    (or ArrowInvalid) for types that cannot be unified: declare the column's type."""
     import pyarrow as pa
 
-    schemas = [f.schema.to_arrow_schema() for f in footers]
-    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+    schema = pa.unify_schemas(list(schemas), promote_options="permissive") if schemas else None
+    fields = list(schema) if schema is not None else []
     if declared:
-        fields = []
-        for f in schema:
-            t = declared.get(f.name)
-            fields.append(pa.field(f.name, arrow_type(t)) if t else f)
-        schema = pa.schema(fields)
-    if key_column is not None and key_column in schema.names:
-        idx = schema.get_field_index(key_column)
-        field = schema.field(idx)
-        schema = pa.schema([field] + [f for f in schema if f.name != key_column])
-    return schema
+        fields = [
+            pa.field(f.name, arrow_type(declared[f.name])) if f.name in declared else f
+            for f in fields
+        ]
+    if key_column is not None:
+        keyed = [f for f in fields if f.name == key_column] or [pa.field(key_column, pa.string())]
+        fields = keyed + [f for f in fields if f.name != key_column]
+    return pa.schema(fields)
+
+
+def fits(schema: pa.Schema, table_schema: pa.Schema) -> bool:
+    """Whether a table of ``table_schema`` goes into ``schema`` as it is, or by a cast
+    that loses nothing (a missing column is nulls; a null column takes any type)."""
+    import pyarrow as pa
+
+    names = set(schema.names)
+    for field in table_schema:
+        if field.name not in names:
+            return False
+        target = schema.field(field.name).type
+        if field.type == target or pa.types.is_null(field.type):
+            continue
+        promoted = (
+            pa.unify_schemas(
+                [pa.schema([field]), pa.schema([pa.field(field.name, target)])],
+                promote_options="permissive",
+            )
+            .field(field.name)
+            .type
+        )
+        if promoted != target:
+            return False
+    return True
 
 
 def arrow_type(name: str) -> pa.DataType:
@@ -81,7 +86,9 @@ def arrow_type(name: str) -> pa.DataType:
     return cast(Any, pa).type_for_alias(name)  # type: ignore[no-any-return]
 
 
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
+    """``batch`` with ``schema``'s columns, in its order: missing ones as nulls, others
+    cast where their type differs."""
     import pyarrow as pa
 
     columns = []
@@ -92,43 +99,4 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         else:
             col = batch.column(idx)
             columns.append(col if col.type == field.type else col.cast(field.type))
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
-def merge_files(
-    paths: Sequence[Path],
-    dest: Path,
-    schema: pa.Schema,
-    *,
-    compression: str = "zstd",
-    batch_rows: int = 65536,
-    group_rows: int = 131072,
-    footers: Sequence[pq.FileMetaData] | None = None,
-) -> int:
-    """Stream ``paths`` in order into ``dest``; return the row count.
-
-    Batches are buffered until ``group_rows`` rows are held, so many small inputs make
-    a few large row groups (fast to write and to read back), not one group per input;
-    memory stays bounded by ``group_rows`` plus one batch.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = held = 0
-    buffer: list[pa.RecordBatch] = []
-    with pq.ParquetWriter(dest, schema, compression=cast(Any, compression)) as writer:
-        for n, path in enumerate(paths):
-            source = pq.ParquetFile(path, metadata=footers[n] if footers else None)
-            # decoding threads only pay off on large inputs (30% slower on small ones)
-            threads = source.metadata.num_rows >= group_rows
-            for batch in source.iter_batches(batch_size=batch_rows, use_threads=threads):
-                if batch.num_rows:
-                    buffer.append(conform(batch, schema))
-                    held += batch.num_rows
-                    rows += batch.num_rows
-                if held >= group_rows:
-                    writer.write_table(pa.Table.from_batches(buffer, schema=schema))
-                    buffer, held = [], 0
-        if buffer:
-            writer.write_table(pa.Table.from_batches(buffer, schema=schema))
-    return rows
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,32 +1,49 @@
-"""Aggregation: discover committed results, merge them in a tree, publish the output.
+"""Aggregation: committed results streamed into the output, in task order, as they commit.
 
-Only what ``.done`` markers name is read, and every object's SHA-256 is checked against
-its marker. Each tree node writes its own marker, so a re-run skips finished nodes (a node
-whose children changed, after ``shardflow retry``, is rebuilt). The final dataset is
-published under ``output/`` as whole objects, then ``_MANIFEST.json``, then ``_SUCCESS``
-last: a reader that sees ``_SUCCESS`` sees a complete, checksummed output.
+:class:`Aggregation` walks the job's tasks in task order. Each SUCCEEDED task's result is
+read once, checked against the SHA-256 its ``.done`` marker records, and appended to the
+output file (row groups of 128k rows); a FAILED task's items become failure records. While
+the map phase runs, ``shardflow run`` advances it between its polls, so when the last task
+commits only the tail is left: the last results, the file's footer, the failure and reject
+files, ``_MANIFEST.json``, then ``_SUCCESS`` last. A reader that sees ``_SUCCESS`` sees a
+complete, checksummed output; nothing partial is ever under ``output/``.
+
+The output's schema comes from the first results (about 128k rows of them): a result that
+does not fit it (a new column, a type that would have to change) stops the streaming, and
+:meth:`Aggregation.finish` writes the output again in one pass with the schema of all
+results unified (docs/design.md: never a column dropped silently). So does a task whose
+state changed after it was taken (a failed task retried and committed). A result that
+fails its checksum, or whose marker is gone, is repaired: its marker is removed, its task
+reopened and re-run, and the walk waits for it.
+
+Killed, the aggregation starts over from the first task: the output file is not
+resumable, everything before it (the map) is.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shardflow.aggregate.finalize import convert_output
-from shardflow.aggregate.merge import Input, fetch, merge_files, read_footers, unified_schema
-from shardflow.aggregate.plan import plan_tree
-from shardflow.errors import ChecksumMismatchError, CorruptResultError, NotFoundError
+from shardflow.aggregate.finalize import GROUP_ROWS, OutputSink, open_sink
+from shardflow.aggregate.merge import conform, fits, read_verified, unified_schema
+from shardflow.catalog import TaskCatalog
+from shardflow.errors import (
+    ChecksumMismatchError,
+    CorruptResultError,
+    NotFoundError,
+    TasksNotFinalError,
+)
 from shardflow.faults import fault_point
 from shardflow.layout import Layout
 from shardflow.manifests import (
-    AggregateMarker,
     OutputFile,
     OutputManifest,
     ResultMarker,
@@ -37,15 +54,19 @@ from shardflow.models import Task, TaskStatus
 from shardflow.objectstore.base import ObjectStore
 from shardflow.split.read import batch_item_keys
 from shardflow.split.spec import SplitSpec
-from shardflow.statestore.base import StateStore, reopen_task
+from shardflow.statestore.base import StateStore, reopen_task, status_counter
 from shardflow.worker.results import failure_schema
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("shardflow.aggregate")
+
+PAGE = 1000  # task rows read per look at the state store, at most
 
 
 @dataclass(frozen=True, slots=True)
 class AggregateSpec:
-    fan_in: int = 64
     key_column: str = "_key"
     output_format: str = "parquet"
     output_name: str = "results"
@@ -53,26 +74,352 @@ class AggregateSpec:
     declared_schema: Mapping[str, str] | None = None
 
 
-def all_tasks(state: StateStore, job_id: str) -> list[Task]:
-    tasks: list[Task] = []
-    after: str | None = None
-    while True:
-        page = state.list_tasks(job_id, None, limit=1000, after=after)
-        tasks.extend(page)
-        if len(page) < 1000:
-            return sorted(tasks, key=lambda t: t.task_id)
-        after = page[-1].task_id
+class _Reopened(Exception):
+    """A committed result failed verification: its task was reopened to run again."""
 
 
-def read_markers(store: ObjectStore, layout: Layout, tasks: Sequence[Task]) -> list[ResultMarker]:
-    def one(task: Task) -> ResultMarker:
-        key = layout.marker(task.task_id)
-        return decode_manifest(store.get_bytes(key), ResultMarker, name=key)
+class Aggregation:
+    """The job's output, built as its tasks commit; see the module docstring."""
 
-    if store.url.startswith("file:"):
-        return [one(t) for t in tasks]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(one, tasks))
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        state: StateStore,
+        store: ObjectStore,
+        spec: AggregateSpec,
+        split: SplitSpec,
+        scratch: Path,
+        now: Callable[[], float],
+    ) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.store = store
+        self.spec = spec
+        self.split = split
+        self.scratch = scratch
+        self.now = now
+        self.layout = Layout(job_id)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.after: str | None = None  # the last task taken, in task order
+        self._page = 8
+        self.taken: dict[TaskStatus, int] = {}
+        self.reopened: list[str] = []
+        self.items_succeeded = 0
+        self.failure_objects: list[tuple[str, str | None]] = []
+        self.failed_tasks: list[str] = []
+        self.sink: OutputSink | None = None
+        self.schema: pa.Schema | None = None
+        self._fitting: list[pa.Schema] = []
+        self.held: list[pa.Table] = []
+        self.held_rows = 0
+        self.diverged = False
+
+    # -- while the map runs ------------------------------------------------------------
+
+    def advance(self, budget: float | None = None) -> int:
+        """Take every task that is final, in task order, up to the first that is not;
+        stop after ``budget`` seconds. Returns how many tasks were taken."""
+        started = time.monotonic()
+        count = 0
+        while budget is None or time.monotonic() - started < budget:
+            # a page about as long as the run of final tasks last seen: while tasks commit
+            # one by one, a look costs a few rows, not a thousand
+            limit = self._page
+            page = self.state.list_tasks(self.job_id, None, limit=limit, after=self.after)
+            for task in page:
+                if not task.status.is_final:
+                    self._page = max(8, min(PAGE, 2 * count))
+                    return count
+                try:
+                    self._take(task)
+                except _Reopened:
+                    return count
+                self.after = task.task_id
+                count += 1
+            self._page = min(PAGE, 2 * limit)
+            if len(page) < limit:
+                break
+        return count
+
+    def _take(self, task: Task) -> None:
+        status = task.status
+        if status is TaskStatus.SUCCEEDED:
+            marker, table = self._result(task)
+            self.items_succeeded += marker.items_succeeded
+            if marker.failures_key is not None:
+                self.failure_objects.append((marker.failures_key, marker.failures_sha256))
+            self._append(table)
+        elif status is TaskStatus.FAILED:
+            self.failed_tasks.append(task.task_id)
+        self.taken[status] = self.taken.get(status, 0) + 1
+
+    def _result(self, task: Task) -> tuple[ResultMarker, pa.Table]:
+        """The task's marker and verified result; a bad one reopens the task."""
+        key = self.layout.marker(task.task_id)
+        marker: ResultMarker | None = None
+        try:
+            marker = decode_manifest(self.store.get_bytes(key), ResultMarker, name=key)
+            table = read_verified(self.store, marker.result_key, marker.result_sha256)
+            if marker.failures_key is not None:
+                read_verified(self.store, marker.failures_key, marker.failures_sha256)
+        except (ChecksumMismatchError, NotFoundError) as exc:
+            self._reopen(task, key, marker, exc)
+            raise _Reopened(task.task_id) from exc
+        return marker, table
+
+    def _reopen(
+        self, task: Task, marker_key: str, marker: ResultMarker | None, exc: Exception
+    ) -> None:
+        """Remove the marker and run the task again, its counts taken back (from the
+        marker; from the task row when the marker itself is gone)."""
+        log.error("task %s: committed result failed verification: %s", task.task_id, exc)
+        self.store.delete(marker_key)
+        reopen_task(
+            self.state,
+            task,
+            now=self.now(),
+            reason=f"result failed verification: {exc}",
+            items_succeeded=marker.items_succeeded if marker else task.items_succeeded,
+            items_failed=marker.items_failed if marker else task.items_failed,
+            items_rejected=marker.items_rejected if marker else 0,
+            rows=marker.rows if marker else task.rows,
+        )
+        self.reopened.append(task.task_id)
+
+    def _append(self, table: pa.Table) -> None:
+        if self.diverged:
+            return
+        if self.sink is None:
+            self.held.append(table)
+            self.held_rows += table.num_rows
+            if self.held_rows >= GROUP_ROWS:
+                self._open_sink()
+            return
+        assert self.schema is not None
+        if not any(table.schema == s for s in self._fitting):
+            if not fits(self.schema, table.schema):
+                log.info("a result does not fit the output's schema: merging again at the end")
+                self._diverge()
+                return
+            self._fitting.append(table.schema)
+        self.sink.write(conform(table, self.schema))
+
+    def _open_sink(self) -> None:
+        try:
+            schema = unified_schema(
+                [t.schema for t in self.held], self.spec.key_column, self.spec.declared_schema
+            )
+        except Exception as exc:  # pyarrow's type errors: the full pass will say which
+            log.info("results' schemas differ (%s): merging again at the end", exc)
+            self._diverge()
+            return
+        self.schema = schema
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.sink = self._new_sink(schema)
+        held, self.held, self.held_rows = self.held, [], 0
+        for table in held:
+            self._append(table)
+
+    def _new_sink(self, schema: pa.Schema) -> OutputSink:
+        spec = self.spec
+        path = self.scratch / f"output.{spec.output_format}"
+        return open_sink(spec.output_format, path, schema, spec.compression, spec.output_name)
+
+    def _diverge(self) -> None:
+        self.diverged = True
+        self.held, self.held_rows = [], 0
+        if self.sink is not None:
+            self.sink.close()
+            self.sink.path.unlink(missing_ok=True)
+            self.sink = None
+
+    # -- at the end --------------------------------------------------------------------
+
+    def finish(self) -> OutputManifest:
+        """Take the rest (every task must be final), publish the output and its manifest.
+
+        Raises :class:`CorruptResultError` when a result failed verification: its task was
+        reopened, and the map phase must run it again first.
+        """
+        self.advance()
+        if self.reopened:
+            reopened, self.reopened = self.reopened, []
+            raise CorruptResultError(reopened)
+        counters = self.state.read_counters(self.job_id)
+        waiting = sum(counters.get(status_counter(s), 0) for s in TaskStatus if not s.is_final)
+        if waiting:
+            raise TasksNotFinalError(f"job {self.job_id}: {waiting} tasks are not final yet")
+        if self._stale():
+            log.info("tasks changed after they were merged: merging again")
+            self._reset()
+            self.diverged = True
+            self.advance()
+        if self.diverged:
+            self._merge_again()
+        elif self.sink is None:
+            self._open_sink_now()
+        fault_point("mid_aggregation")
+        assert self.sink is not None
+        rows = self.sink.rows
+        sha = self.sink.close()
+        key = self.layout.output(self.spec.output_name, self.spec.output_format)
+        put = self.store.put_file(key, self.sink.path, sha256=sha, move=True)
+        files = [OutputFile(key=put.key, sha256=put.sha256, size=put.size, rows=rows)]
+        extra, failures, rejects = self._failure_files()
+        files += extra
+        assert self.schema is not None
+        manifest = OutputManifest(
+            job_id=self.job_id,
+            created_at=self.now(),
+            format=self.spec.output_format,
+            files=tuple(files),
+            rows=rows,
+            failures=failures,
+            rejects=rejects,
+            items_total=self.items_succeeded + failures,
+            schema=tuple((f.name, str(f.type)) for f in self.schema),
+        )
+        self.store.put_bytes(self.layout.output_manifest(), encode_manifest(manifest))
+        self.store.put_bytes(self.layout.output_success(), b"")
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return manifest
+
+    def _stale(self) -> bool:
+        """Whether a task taken changed since: the task counts no longer match."""
+        counters = self.state.read_counters(self.job_id)
+        return any(
+            counters.get(status_counter(s), 0) != self.taken.get(s, 0)
+            for s in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+        )
+
+    def _open_sink_now(self) -> None:
+        """The results were too few to fill a row group: open the output with them."""
+        self._open_sink()
+        if self.diverged:
+            self._merge_again()
+
+    def _merge_again(self) -> None:
+        """The full pass: every result's schema first, then every result in order."""
+        succeeded = [t for t in self._final_tasks() if t.status is TaskStatus.SUCCEEDED]
+        schemas = [table.schema for _task, table in self._results(succeeded)]
+        self.schema = unified_schema(schemas, self.spec.key_column, self.spec.declared_schema)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.sink = self._new_sink(self.schema)
+        for _task, table in self._results(succeeded):
+            self.sink.write(conform(table, self.schema))
+
+    def _final_tasks(self) -> Iterator[Task]:
+        after: str | None = None
+        while True:
+            page = self.state.list_tasks(self.job_id, None, limit=1000, after=after)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1].task_id
+
+    def _results(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, pa.Table]]:
+        for task in tasks:
+            yield task, self._result(task)[1]
+
+    def _failure_files(self) -> tuple[list[OutputFile], int, int]:
+        """``output/failures.parquet`` and ``output/rejects.parquet``: the items that failed
+        (in results, and every item of a task that failed as a whole) and the rejected
+        input lines (the split's and the workers')."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        schema = failure_schema()
+        counts = {"failed": 0, "rejected": 0}
+        outs = {kind: self.scratch / f"{kind}.parquet" for kind in counts}
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        writers = {k: pq.ParquetWriter(outs[k], schema, compression="zstd") for k in counts}
+        try:
+            for table in self._failure_tables():
+                for kind, writer in writers.items():
+                    part = table.filter(pc.equal(table.column("kind"), pa.scalar(kind)))
+                    if part.num_rows:
+                        writer.write_table(part.cast(schema))
+                        counts[kind] += part.num_rows
+        finally:
+            for writer in writers.values():
+                writer.close()
+        files = []
+        for kind, name in (("failed", "failures"), ("rejected", "rejects")):
+            put = self.store.put_file(self.layout.output(name, "parquet"), outs[kind], move=True)
+            files.append(
+                OutputFile(key=put.key, sha256=put.sha256, size=put.size, rows=counts[kind])
+            )
+        return files, counts["failed"], counts["rejected"]
+
+    def _failure_tables(self) -> Iterator[pa.Table]:
+        import pyarrow as pa
+
+        for key, sha in self.failure_objects:
+            yield read_verified(self.store, key, sha)
+        schema = failure_schema()
+        for records in _chunks(self._task_failures()):
+            yield pa.Table.from_pylist(records, schema=schema)
+        for records in _chunks(self._split_rejects()):
+            yield pa.Table.from_pylist(records, schema=schema)
+
+    def _task_failures(self) -> Iterator[dict[str, Any]]:
+        """Failure records for every item of a task that failed as a whole."""
+        catalog = TaskCatalog(self.store, self.layout)
+        for task_id in self.failed_tasks:
+            task = self.state.get_task(self.job_id, task_id)
+            if task is None:
+                continue
+            batch = catalog.batch(task_id)
+            for _ordinal, item in batch_item_keys(batch, self.split, self.store):
+                yield {
+                    "key": item,
+                    "kind": "failed",
+                    "error_class": (task.error_class or "unknown"),
+                    "exception": None,
+                    "message": f"task failed after {task.attempt} attempts: {task.error_message}",
+                    "traceback": None,
+                    "attempt": task.attempt,
+                    "task_id": task.task_id,
+                    "source": batch.source,
+                    "line": None,
+                }
+
+    def _split_rejects(self) -> Iterator[dict[str, Any]]:
+        for info in self.store.list(self.layout.rejects_prefix()):
+            for line in self.store.get_bytes(info.key).splitlines():
+                if not line.strip():
+                    continue
+                rec = orjson.loads(line)
+                text = rec.get("text")
+                yield {
+                    "key": None,
+                    "kind": "rejected",
+                    "error_class": "rejected",
+                    "exception": None,
+                    "message": f"{rec.get('reason')}: {text}" if text else rec.get("reason"),
+                    "traceback": None,
+                    "attempt": None,
+                    "task_id": None,
+                    "source": rec.get("source"),
+                    "line": rec.get("line"),
+                }
+
+
+def _chunks(
+    records: Iterator[dict[str, Any]], size: int = 50_000
+) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def aggregate_job(
@@ -85,251 +432,7 @@ def aggregate_job(
     scratch: Path,
     now: Callable[[], float],
 ) -> OutputManifest:
-    layout = Layout(job_id)
-    scratch.mkdir(parents=True, exist_ok=True)
-    tasks = all_tasks(state, job_id)
-    done = [t for t in tasks if t.status is TaskStatus.SUCCEEDED]
-    markers = read_markers(store, layout, done)
-    verify_results(store, state, layout, done, markers, scratch, now)
-    # verified just now (a remote object was downloaded into scratch, checked, and is
-    # reused): the merge does not hash every result a second time
-    leaves = [Input(m.result_key, None) for m in markers]
-    root, rows = build_tree(store, layout, leaves, spec, scratch)
-    fault_point("mid_aggregation")
-
-    failure_inputs = [
-        Input(m.failures_key, m.failures_sha256) for m in markers if m.failures_key is not None
-    ]
-    extra = scratch / "extra-failures.parquet"
-    write_extra_failures(
-        extra,
-        _task_failures(store, layout, split, [t for t in tasks if t.status is TaskStatus.FAILED]),
-        _split_rejects(store, layout),
-    )
-    files, failures, rejects = publish_outputs(
-        store, layout, spec, scratch, root, failure_inputs, extra
-    )
-    manifest = OutputManifest(
-        job_id=job_id,
-        created_at=now(),
-        format=spec.output_format,
-        files=tuple(files),
-        rows=rows,
-        failures=failures,
-        rejects=rejects,
-        items_total=sum(m.items_succeeded for m in markers) + failures,
-        schema=tuple(_schema_pairs(store, root, scratch)),
-    )
-    store.put_bytes(layout.output_manifest(), encode_manifest(manifest))
-    store.put_bytes(layout.output_success(), b"")
-    shutil.rmtree(scratch, ignore_errors=True)
-    return manifest
-
-
-def verify_results(
-    store: ObjectStore,
-    state: StateStore,
-    layout: Layout,
-    tasks: Sequence[Task],
-    markers: Sequence[ResultMarker],
-    scratch: Path,
-    now: Callable[[], float],
-) -> None:
-    """Check every committed result against its marker before merging anything.
-
-    A result that is missing or whose bytes do not match is repaired: its marker is
-    removed, its task reopened (its counts taken back) and re-queued, and
-    :class:`CorruptResultError` tells the caller to run the map phase again.
-    """
-    bad: list[str] = []
-    for task, marker in zip(tasks, markers, strict=True):
-        try:
-            fetch(store, Input(marker.result_key, marker.result_sha256), scratch)
-            if marker.failures_key is not None:
-                fetch(store, Input(marker.failures_key, marker.failures_sha256), scratch)
-        except (ChecksumMismatchError, NotFoundError) as exc:
-            log.error("task %s: committed result failed verification: %s", task.task_id, exc)
-            store.delete(layout.marker(task.task_id))
-            reopen_task(
-                state,
-                task,
-                now=now(),
-                reason=f"result failed verification: {exc}",
-                items_succeeded=marker.items_succeeded,
-                items_failed=marker.items_failed,
-                items_rejected=marker.items_rejected,
-                rows=marker.rows,
-            )
-            bad.append(task.task_id)
-    if bad:
-        raise CorruptResultError(bad)
-
-
-def build_tree(
-    store: ObjectStore, layout: Layout, leaves: Sequence[Input], spec: AggregateSpec, scratch: Path
-) -> tuple[Input, int]:
-    current = list(leaves)
-    rows = 0
-    levels = plan_tree(len(leaves), spec.fan_in)
-    for level_nodes in levels:
-        nxt: list[Input] = []
-        for node in level_nodes:
-            children = [current[i] for i in node.children]
-            marker_key = layout.aggregate_marker(node.level, node.index)
-            existing = _read_node_marker(store, marker_key)
-            if existing is not None and list(existing.children) == [c.key for c in children]:
-                nxt.append(Input(existing.key, existing.sha256))
-                rows = existing.rows
-                continue
-            paths = [
-                fetch(store, child, scratch, f"in-{node.level}-{node.index}-{n}.parquet")
-                for n, child in enumerate(children)
-            ]
-            footers = read_footers(paths)
-            schema = unified_schema(footers, spec.key_column, spec.declared_schema)
-            if not paths:
-                import pyarrow as pa
-
-                schema = pa.schema([(spec.key_column, pa.string())])
-            out = scratch / f"node-{node.level}-{node.index}.parquet"
-            final = node.level == len(levels)
-            rows = merge_files(
-                paths,
-                out,
-                schema,
-                compression=spec.compression if final else "lz4",
-                footers=footers,
-            )
-            put = store.put_file(layout.aggregate_node(node.level, node.index), out)
-            marker = AggregateMarker(
-                job_id=layout.job_id,
-                level=node.level,
-                node=node.index,
-                key=put.key,
-                sha256=put.sha256,
-                size=put.size,
-                rows=rows,
-                children=tuple(c.key for c in children),
-            )
-            store.put_bytes(marker_key, encode_manifest(marker))
-            out.unlink(missing_ok=True)
-            for path in paths:
-                if path.parent == scratch:
-                    path.unlink(missing_ok=True)
-            nxt.append(Input(put.key, put.sha256))
-        current = nxt
-    return current[0], rows
-
-
-def _read_node_marker(store: ObjectStore, key: str) -> AggregateMarker | None:
-    if store.head(key) is None:
-        return None
-    return decode_manifest(store.get_bytes(key), AggregateMarker, name=key)
-
-
-def _task_failures(
-    store: ObjectStore, layout: Layout, split: SplitSpec, failed: Sequence[Task]
-) -> Iterator[dict[str, Any]]:
-    """Failure records for every item of a task that failed as a whole."""
-    from shardflow.manifests import TaskManifest
-
-    for task in failed:
-        key = layout.task_manifest(task.task_id)
-        batch = decode_manifest(store.get_bytes(key), TaskManifest, name=key).batch
-        for _ordinal, item in batch_item_keys(batch, split, store):
-            yield {
-                "key": item,
-                "kind": "failed",
-                "error_class": (task.error_class or "unknown"),
-                "exception": None,
-                "message": f"task failed after {task.attempt} attempts: {task.error_message}",
-                "traceback": None,
-                "attempt": task.attempt,
-                "task_id": task.task_id,
-                "source": batch.source,
-                "line": None,
-            }
-
-
-def _split_rejects(store: ObjectStore, layout: Layout) -> Iterator[dict[str, Any]]:
-    for info in store.list(layout.rejects_prefix()):
-        for line in store.get_bytes(info.key).splitlines():
-            if not line.strip():
-                continue
-            rec = orjson.loads(line)
-            text = rec.get("text")
-            yield {
-                "key": None,
-                "kind": "rejected",
-                "error_class": "rejected",
-                "exception": None,
-                "message": f"{rec.get('reason')}: {text}" if text else rec.get("reason"),
-                "traceback": None,
-                "attempt": None,
-                "task_id": None,
-                "source": rec.get("source"),
-                "line": rec.get("line"),
-            }
-
-
-def write_extra_failures(dest: Path, *sources: Iterator[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = failure_schema()
-    with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
-        for source in sources:
-            chunk: list[dict[str, Any]] = []
-            for rec in source:
-                chunk.append(rec)
-                if len(chunk) >= 50_000:
-                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-                    chunk = []
-            if chunk:
-                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-
-
-def publish_outputs(
-    store: ObjectStore,
-    layout: Layout,
-    spec: AggregateSpec,
-    scratch: Path,
-    root: Input,
-    failure_inputs: Sequence[Input],
-    extra: Path,
-) -> tuple[list[OutputFile], int, int]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    files = [convert_output(store, layout, root, spec, scratch)]
-    paths = [
-        fetch(store, inp, scratch, f"failures-{n}.parquet") for n, inp in enumerate(failure_inputs)
-    ]
-    paths.append(extra)
-    schema = failure_schema()
-    counts = {"failed": 0, "rejected": 0}
-    outs = {kind: scratch / f"{kind}.parquet" for kind in counts}
-    writers = {kind: pq.ParquetWriter(outs[kind], schema, compression="zstd") for kind in counts}
-    try:
-        for path in paths:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-                for kind, writer in writers.items():
-                    part = batch.filter(pc.equal(batch.column("kind"), pa.scalar(kind)))
-                    if part.num_rows:
-                        writer.write_batch(part.cast(schema))
-                        counts[kind] += part.num_rows
-    finally:
-        for writer in writers.values():
-            writer.close()
-    for kind, name in (("failed", "failures"), ("rejected", "rejects")):
-        put = store.put_file(layout.output(name, "parquet"), outs[kind])
-        files.append(OutputFile(key=put.key, sha256=put.sha256, size=put.size, rows=counts[kind]))
-    return files, counts["failed"], counts["rejected"]
-
-
-def _schema_pairs(store: ObjectStore, root: Input, scratch: Path) -> list[tuple[str, str]]:
-    import pyarrow.parquet as pq
-
-    path = fetch(store, Input(root.key, None), scratch, "root-schema.parquet")
-    return [(f.name, str(f.type)) for f in pq.read_schema(path)]
+    """Aggregate a job whose tasks are all final, in one go."""
+    return Aggregation(
+        job_id=job_id, state=state, store=store, spec=spec, split=split, scratch=scratch, now=now
+    ).finish()

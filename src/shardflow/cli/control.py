@@ -20,7 +20,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 def _services(state_url: str | None, job_id: str) -> Any:
     from shardflow.config import config_from_snapshot
-    from shardflow.coordinator.drive import open_services
+    from shardflow.coordinator.services import open_services
 
     state = open_cli_state(state_url)
     job = get_job_or_exit(state, job_id)

@@ -33,7 +33,7 @@ job_id_option = click.option("--job-id", default=None, help="Job id; the same id
 
 def _prepare(job_file: Path, sets: Sequence[str]) -> tuple[Any, Any]:
     from shardflow.backends import local_workspace
-    from shardflow.coordinator.drive import open_services
+    from shardflow.coordinator.services import open_services
     from shardflow.observability.logging import configure_logging
 
     loaded = load_config_or_exit(job_file, sets)
@@ -47,8 +47,24 @@ def _prepare(job_file: Path, sets: Sequence[str]) -> tuple[Any, Any]:
     return loaded, svc
 
 
-def _submit(loaded: Any, svc: Any, job_id: str | None) -> Any:
+def _submit(loaded: Any, svc: Any, job_id: str | None, *, start: bool, chain: bool) -> Any:
+    """Submit. With ``start`` (``run``; ``submit`` on Slurm) the first worker slots start
+    as soon as the first tasks are dispatched, while the split goes on; with ``chain``
+    (``submit`` on Slurm, where nothing drives the job) the reconcile chain is queued
+    after them."""
+    from shardflow.coordinator.specs import slot_count
     from shardflow.coordinator.submit import submit_job
+
+    def start_slots(job: Any, tasks: int | None) -> None:
+        from shardflow.coordinator.round import start_group
+
+        if svc.state.list_task_groups(job.job_id):
+            return  # resumed: the rounds keep the slots
+        handles = start_group(svc, job, 1, slot_count(loaded.config, tasks or 1 << 30))
+        if chain:
+            from shardflow.coordinator.chain import submit_next
+
+            submit_next(svc, job.job_id, handles)
 
     try:
         return submit_job(
@@ -58,6 +74,7 @@ def _submit(loaded: Any, svc: Any, job_id: str | None) -> Any:
             store=svc.store,
             queue_for=svc.queue,
             workspace=svc.workspace,
+            on_dispatch=start_slots if start else None,
         )
     except (UsageError, InputError, InvalidIdError, ConfigError) as exc:
         fail(str(exc))
@@ -82,7 +99,7 @@ def run(job_file: Path, sets: tuple[str, ...], job_id: str | None, as_json: bool
     from shardflow.coordinator.drive import drive
 
     loaded, svc = _prepare(job_file, sets)
-    submission = _submit(loaded, svc, job_id)
+    submission = _submit(loaded, svc, job_id, start=True, chain=False)
     job_id = submission.job.job_id
     click.echo(f"job {job_id}: {submission.job.total_tasks} tasks", err=True)
     view = ProgressView()
@@ -141,16 +158,9 @@ def submit(
         _dry_run(job_file, sets, as_json)
         return
     loaded, svc = _prepare(job_file, sets)
-    submission = _submit(loaded, svc, job_id)
+    on_slurm = loaded.config.backends.executor == "slurm"
+    submission = _submit(loaded, svc, job_id, start=on_slurm, chain=on_slurm)
     job = submission.job
-    if loaded.config.backends.executor == "slurm":
-        from shardflow.coordinator.chain import submit_next
-        from shardflow.coordinator.drive import start_group
-        from shardflow.coordinator.specs import slot_count
-
-        if not svc.state.list_task_groups(job.job_id):
-            handles = start_group(svc, job, 1, slot_count(loaded.config, job.total_tasks))
-            submit_next(svc, job.job_id, handles)
     summary = job_summary(svc.state, job)
     if as_json:
         click.echo(orjson.dumps(summary).decode())

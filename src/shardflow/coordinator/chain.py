@@ -18,20 +18,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shardflow.coordinator import specs
-from shardflow.coordinator.drive import (
+from shardflow.coordinator.drive import finish
+from shardflow.coordinator.reconcile import next_retry_at
+from shardflow.coordinator.round import (
     FOLLOWUP_GROUP,
-    Services,
-    _work_ready,
-    fail_on_setup,
-    finish,
-    open_services,
-    setup_never_works,
-    start_group,
+    ROUND_ENDED,
+    ROUND_MAP_DONE,
+    run_round,
+    slot_handles,
 )
-from shardflow.coordinator.reconcile import iter_tasks, next_retry_at, reconcile
-from shardflow.errors import CorruptResultError
-from shardflow.models import JobStatus, Phase, TaskGroup, TaskStatus
+from shardflow.coordinator.services import Services, open_services
+from shardflow.errors import CorruptResultError, TasksNotFinalError
+from shardflow.models import JobStatus, Phase, TaskGroup
 from shardflow.statestore.base import update_job
 
 log = logging.getLogger("shardflow.chain")
@@ -51,11 +49,7 @@ def chain_argv(state_url: str, job_id: str) -> list[str]:
     ]
 
 
-def slot_handles(svc: Services, job_id: str) -> list[str]:
-    """Handles of the job's worker slots (not of its reconcile links)."""
-    return [
-        h for g in svc.state.list_task_groups(job_id) if g.executor != FOLLOWUP for h in g.handles
-    ]
+__all__ = ["chain_argv", "slot_handles", "step", "submit_next"]
 
 
 def submit_next(svc: Services, job_id: str, after: list[str]) -> str | None:
@@ -81,40 +75,19 @@ def step(svc: Services, job_id: str, *, sleep: Callable[[float], None] = time.sl
     job = state.get_job(job_id)
     if job is None or job.status.is_final or job.cancel_requested:
         return "done"
-    handles = slot_handles(svc, job_id)
-    alive = [h for h, s in svc.executor.poll(handles).items() if s.is_active]
-    dead = set()
-    if not alive:
-        dead = {t.lease_owner or "" for t in iter_tasks(state, job_id, TaskStatus.LEASED)}
-    report = reconcile(
-        state,
-        svc.queue(job_id),
-        job_id,
-        policy=specs.retry_policy(svc.cfg),
-        now=svc.clock,
-        dead_owners=dead,
-    )
-    if report.remaining == 0:
+    result = run_round(svc, job_id)
+    if result.outcome == ROUND_MAP_DONE:
         try:
             finish(svc, job_id)
             return "finished"
-        except CorruptResultError as exc:
+        except (CorruptResultError, TasksNotFinalError) as exc:
             log.error("%s; running those tasks again", exc)
             update_job(state, job_id, now=svc.clock(), status=JobStatus.RUNNING, phase=Phase.MAP)
-            report = reconcile(
-                state, svc.queue(job_id), job_id, policy=specs.retry_policy(svc.cfg), now=svc.clock
-            )
-    counters = state.read_counters(job_id)
-    if setup_never_works(counters):  # every slot fails in the handler's setup
-        svc.executor.cancel(alive)
-        fail_on_setup(svc, job_id, counters)
-        return "failed"
-    if not job.paused and _work_ready(svc, job_id, report):
-        missing = specs.slot_count(svc.cfg, report.runnable or 1) - len(alive)
-        if missing > 0:
-            alive += start_group(svc, job, len(state.list_task_groups(job_id)) + 1, missing)
-    if alive:
-        submit_next(svc, job_id, alive)
+            result = run_round(svc, job_id)
+    if result.outcome == ROUND_ENDED:
+        return "failed" if result.job.status is JobStatus.FAILED else "done"
+    if result.alive:
+        submit_next(svc, job_id, result.alive)
         return "chained"
     due = next_retry_at(state, job_id)
     wait = 60.0 if due is None else max(1.0, min(60.0, due - svc.clock()))

@@ -14,8 +14,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shardflow.coordinator.drive import Services
 from shardflow.coordinator.reconcile import iter_tasks, reconcile
+from shardflow.coordinator.services import Services
 from shardflow.coordinator.specs import retry_policy
 from shardflow.errors import ConflictError, InvalidIdError, StoreError, UsageError
 from shardflow.layout import Layout, LocalPaths
@@ -193,7 +193,7 @@ def retry_failed(
 
 
 def active_slots(svc: Services, job_id: str) -> list[str]:
-    from shardflow.coordinator.drive import FOLLOWUP_GROUP
+    from shardflow.coordinator.round import FOLLOWUP_GROUP
 
     groups = svc.state.list_task_groups(job_id)
     handles = [h for g in groups if g.executor != FOLLOWUP_GROUP for h in g.handles]

@@ -88,7 +88,7 @@ def reconcile(
                 expired.append(task.task_id)
         except ConflictError:
             continue  # its worker renewed or committed meanwhile
-    if queue.depth().total == 0:
+    if queue.is_empty():
         due = list(iter_tasks(state, job_id, TaskStatus.PENDING))
         due += [
             t

@@ -15,11 +15,13 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shardflow.errors import UsageError
+from shardflow.catalog import part_of, part_size, task_id_for
+from shardflow.errors import ShardflowError, UsageError
+from shardflow.faults import fault_point
 from shardflow.layout import Layout, slugify, validate_id
 from shardflow.manifests import (
     JobManifest,
@@ -41,16 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shardflow.coordinator")
 
-MANIFEST_WRITERS = 8  # threads writing task manifests at submit
-
 
 def new_job_id(name: str, now: float) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
     return validate_id(f"{slugify(name, 30)}-{stamp}-{secrets.token_hex(2)}", "job id")
-
-
-def task_id_for(batch_id: str) -> str:
-    return validate_id("t" + batch_id.removeprefix("b"), "task id")
 
 
 def actor() -> str:
@@ -85,8 +81,17 @@ def submit_job(
     queue_for: Callable[[str], Queue],
     workspace: Path,
     clock: Callable[[], float] = time.time,
+    on_dispatch: Callable[[Job, int | None], None] | None = None,
 ) -> Submission:
-    """Create (or resume) the job and bring it to RUNNING with every task dispatched."""
+    """Create (or resume) the job and bring it to RUNNING with every task dispatched.
+
+    Tasks are registered and dispatched part by part while the split runs;
+    ``on_dispatch(job, tasks)`` is called once, when the first part's tasks are on the
+    queue (``run`` starts its worker slots then), with the job's task count if it is known
+    by then (a split that made one short part), else None. For an input of
+    :data:`EARLY_SLOTS_BYTES` or more it is called as the split starts: the slots' start-up
+    then overlaps the first batches.
+    """
     from shardflow.coordinator.specs import split_spec
 
     now = clock()
@@ -121,12 +126,72 @@ def submit_job(
         )
     job = existing
     layout = Layout(job_id)
-    if job.status in (JobStatus.PENDING, JobStatus.SPLITTING):
-        if job.status is JobStatus.PENDING:
-            job = update_job(
-                state, job_id, now=clock(), status=JobStatus.SPLITTING, phase=Phase.SPLIT
-            )
-        plan = _split(loaded, job, store, layout, split_spec(loaded.config), clock)
+    if job.status not in (JobStatus.PENDING, JobStatus.SPLITTING):
+        if on_dispatch is not None:
+            on_dispatch(job, job.total_tasks)
+        return Submission(job, created, load_plan(store, layout))
+    if job.status is JobStatus.PENDING:
+        job = update_job(state, job_id, now=clock(), status=JobStatus.SPLITTING, phase=Phase.SPLIT)
+    from shardflow.ratelimit.control import configured_limits, ensure_buckets
+
+    ensure_buckets(state, job_id, configured_limits(job), clock())
+    publisher = PartPublisher(state, store, queue_for(job_id), layout, job, clock, on_dispatch)
+    if on_dispatch is not None and _input_bytes(split_spec(loaded.config)) >= EARLY_SLOTS_BYTES:
+        publisher.first_dispatch(job, None)
+    plan = _split(loaded, job, store, layout, split_spec(loaded.config), clock, publisher)
+    config = dict(job.config)
+    config["split"] = {
+        "records": plan.records,
+        "rejected": plan.rejected,
+        "duplicates": plan.duplicates,
+        "batches": plan.batches,
+    }
+    job = update_job(
+        state,
+        job_id,
+        now=clock(),
+        status=JobStatus.RUNNING,
+        phase=Phase.MAP,
+        total_tasks=plan.batches,
+        total_items=plan.records,
+        config=config,
+    )
+    detail = {"tasks": plan.batches, "new": publisher.registered}
+    state.append_event(Event(job_id, "dispatched", clock(), actor(), detail))
+    audit.record(
+        store, actor=actor(), action="job.dispatch", job_id=job_id, at=clock(), detail=detail
+    )
+    publisher.first_dispatch(job, plan.batches)
+    return Submission(job, created, plan)
+
+
+class PartPublisher:
+    """Publishes the split's parts as they come: the task manifest, the tasks (one write),
+    their messages (one write); the first one also tells ``on_dispatch``."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        store: ObjectStore,
+        queue: Queue,
+        layout: Layout,
+        job: Job,
+        clock: Callable[[], float],
+        on_dispatch: Callable[[Job, int | None], None] | None,
+    ) -> None:
+        self.state, self.store, self.queue, self.layout = state, store, queue, layout
+        self.job, self.clock, self.on_dispatch = job, clock, on_dispatch
+        self.registered = 0
+        self._told = False
+
+    def __call__(self, part: int, batches: Sequence[Batch]) -> None:
+        job_id = self.job.job_id
+        manifest = TaskManifest(job_id=job_id, part=part, batches=tuple(batches))
+        # a re-run of a killed split makes the same part: an existing one is kept
+        self.store.put_bytes(
+            self.layout.task_part(part), encode_manifest(manifest), create_only=True
+        )
+        now = self.clock()
         tasks = [
             Task(
                 job_id=job_id,
@@ -135,44 +200,33 @@ def submit_job(
                 items_total=b.records - len(b.skip),
                 updated_at=now,
             )
-            for b in plan.batches
+            for b in batches
         ]
-        from shardflow.ratelimit.control import configured_limits, ensure_buckets
+        self.registered += self.state.register_tasks(tasks)
+        self.queue.send_many([task_message(job_id, t.task_id) for t in tasks])
+        fault_point("mid_dispatch")
+        # a short part is the last one: then the job's size is known
+        self.first_dispatch(self.job, len(tasks) if len(tasks) < part_size(part) else None)
 
-        ensure_buckets(state, job_id, configured_limits(job), clock())
-        registered = state.register_tasks(tasks)
-        dispatch_pending(state, queue_for(job_id), job_id)
-        config = dict(job.config)
-        config["split"] = {
-            "records": plan.records,
-            "rejected": plan.rejected,
-            "duplicates": plan.duplicates,
-            "batches": len(plan.batches),
-        }
-        job = update_job(
-            state,
-            job_id,
-            now=clock(),
-            status=JobStatus.RUNNING,
-            phase=Phase.MAP,
-            total_tasks=len(tasks),
-            total_items=plan.records,
-            config=config,
-        )
-        state.append_event(
-            Event(job_id, "dispatched", clock(), actor(), {"tasks": len(tasks), "new": registered})
-        )
-        audit.record(
-            store,
-            actor=actor(),
-            action="job.dispatch",
-            job_id=job_id,
-            at=clock(),
-            detail={"tasks": len(tasks), "new": registered},
-        )
-    else:
-        plan = load_plan(store, layout)
-    return Submission(job, created, plan)
+    def first_dispatch(self, job: Job, tasks: int | None) -> None:
+        if not self._told:
+            self._told = True
+            if self.on_dispatch is not None:
+                self.on_dispatch(job, tasks)
+
+
+EARLY_SLOTS_BYTES = 64 << 20
+"""Inputs at least this big get their worker slots started as their split starts."""
+
+
+def _input_bytes(spec: Any) -> int:
+    """The inputs' total size (0 if they cannot be listed: the split will say why)."""
+    from shardflow.split.sources import expand_inputs
+
+    try:
+        return sum(source.size for source in expand_inputs(spec.paths))
+    except ShardflowError:
+        return 0
 
 
 def load_plan(store: ObjectStore, layout: Layout) -> SplitPlan:
@@ -187,12 +241,18 @@ def _split(
     layout: Layout,
     spec: Any,
     clock: Callable[[], float],
+    publish: PartPublisher,
 ) -> SplitPlan:
     from shardflow.split.plan import split_input
 
     if store.head(layout.split_done()) is not None:
+        # split before, and killed before the job was RUNNING: every part is registered;
+        # messages for its pending tasks are sent again (a duplicate is harmless)
+        dispatch_pending(publish.state, publish.queue, job.job_id)
         return load_plan(store, layout)
-    result = split_input(spec, job_id=job.job_id, store=store, layout=layout, now=clock())
+    result = split_input(
+        spec, job_id=job.job_id, store=store, layout=layout, now=clock(), on_part=publish
+    )
     inputs = tuple(_input_checksum(i) for i in result.inputs)
     store.put_bytes(
         layout.job_manifest(),
@@ -206,11 +266,11 @@ def _split(
             )
         ),
     )
-    _write_task_manifests(store, layout, job.job_id, result.batches, clock)
     plan = SplitPlan(
         job_id=job.job_id,
         created_at=clock(),
-        batches=result.batches,
+        batches=len(result.batches),
+        parts=part_of(len(result.batches) - 1) + 1 if result.batches else 0,
         records=result.records,
         rejected=result.rejected,
         duplicates=result.duplicates,
@@ -225,29 +285,6 @@ def _split(
         result.duplicates,
     )
     return load_plan(store, layout)
-
-
-def _write_task_manifests(
-    store: ObjectStore,
-    layout: Layout,
-    job_id: str,
-    batches: Sequence[Batch],
-    clock: Callable[[], float],
-) -> None:
-    """One manifest per task, written by a few threads: each write waits on its own
-    fsyncs (local) or round trip (S3), which overlap; 10,000 tasks no longer take 10,000
-    sequential waits. The split plan is published only after all of them landed."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def write(batch: Batch) -> None:
-        manifest = TaskManifest(
-            job_id=job_id, task_id=task_id_for(batch.batch_id), batch=batch, created_at=clock()
-        )
-        store.put_bytes(layout.task_manifest(manifest.task_id), encode_manifest(manifest))
-
-    with ThreadPoolExecutor(max_workers=MANIFEST_WRITERS, thread_name_prefix="manifest") as pool:
-        for _ in pool.map(write, batches):
-            pass  # re-raises the first failed write
 
 
 def _input_checksum(info: Any) -> Any:
@@ -268,6 +305,3 @@ def dispatch_pending(state: StateStore, queue: Queue, job_id: str) -> int:
         if len(page) < 1000:
             return sent
         after = page[-1].task_id
-
-
-_ = replace

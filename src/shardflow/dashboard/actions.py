@@ -25,7 +25,7 @@ from shardflow.models import Job
 from shardflow.statestore.base import StateStore
 
 if TYPE_CHECKING:
-    from shardflow.coordinator.drive import Services
+    from shardflow.coordinator.services import Services
 
 
 class JobAction(enum.StrEnum):
@@ -53,7 +53,7 @@ def open_job_services(state: StateStore, job: Job) -> Services:
 
     Raises ConfigError if the snapshot no longer validates."""
     from shardflow.config import config_from_snapshot
-    from shardflow.coordinator.drive import open_services
+    from shardflow.coordinator.services import open_services
 
     cfg = config_from_snapshot(job.config["config"])
     workspace = Path(str(job.config.get("workspace", ".shardflow")))

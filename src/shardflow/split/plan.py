@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from shardflow.layout import Layout
+from shardflow.models import Batch
 from shardflow.objectstore.base import ObjectStore
 from shardflow.split.dedup import KeyIndex
 from shardflow.split.formats import detect_compression, detect_format
@@ -30,20 +32,30 @@ DUPLICATE_EXAMPLES = 10
 
 
 def split_input(
-    spec: SplitSpec, *, job_id: str, store: ObjectStore, layout: Layout, now: float
+    spec: SplitSpec,
+    *,
+    job_id: str,
+    store: ObjectStore,
+    layout: Layout,
+    now: float,
+    on_part: Callable[[int, Sequence[Batch]], None] | None = None,
 ) -> SplitResult:
     """Split the inputs of ``spec`` into batches for job ``job_id``.
 
     Writes batch objects (compressed inputs only) and one rejects part per input with
-    rejects into ``store``; returns the plan for the caller to persist. ``now`` is not
-    stored, so that a re-run returns an equal result. Raises :class:`InputError` for an
-    input that cannot be read at all and :class:`ConfigError` for an unusable spec.
+    rejects into ``store``; returns the plan for the caller to persist. ``on_part(part,
+    batches)`` is called for each part of the batches (:mod:`shardflow.catalog`) as soon
+    as it is complete, so that its tasks can start while the split goes on; with an id
+    field, once every input is read (a batch's repeated keys are known only then).
+    ``now`` is not stored, so that a re-run returns an equal result. Raises
+    :class:`InputError` for an input that cannot be read at all and :class:`ConfigError`
+    for an unusable spec.
     """
     del now  # the plan must not depend on when it was made
     if layout.job_id != job_id:
         raise ValueError(f"layout is for job {layout.job_id!r}, not {job_id!r}")
     with tempfile.TemporaryDirectory(prefix="shardflow-split-") as tmp:
-        return _run(spec, store, layout, Path(tmp))
+        return _run(spec, store, layout, Path(tmp), on_part)
 
 
 def plan_summary(spec: SplitSpec) -> dict[str, Any]:
@@ -76,7 +88,11 @@ def _kinds(spec: SplitSpec) -> list[tuple[str, str]]:
 
 
 def _run(
-    spec: SplitSpec, store: ObjectStore | None, layout: Layout | None, tmp: Path
+    spec: SplitSpec,
+    store: ObjectStore | None,
+    layout: Layout | None,
+    tmp: Path,
+    on_part: Callable[[int, Sequence[Batch]], None] | None = None,
 ) -> SplitResult:
     sources = expand_inputs(spec.paths)
     ctx = SplitContext(
@@ -86,6 +102,7 @@ def _run(
         spool_dir=tmp,
         rejects=RejectWriter(store, layout, tmp),
         keys=KeyIndex() if spec.id_field is not None else None,
+        on_part=on_part,
     )
     try:
         inputs: list[InputInfo] = []
@@ -99,6 +116,7 @@ def _run(
         duplicates: list[str] = []
         if ctx.keys is not None and store is not None:
             duplicates = _resolve_duplicates(ctx, inputs, store)
+        ctx.finish_parts()
         batches = tuple(ctx.batches)
         reject_keys = ctx.rejects.flush()
     finally:

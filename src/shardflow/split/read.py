@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from collections.abc import Iterator
 from itertools import chain
 from typing import IO
@@ -30,7 +31,7 @@ from shardflow.split.records import (
     jsonl_line,
     key_of,
 )
-from shardflow.split.sources import LocalSource, Source, open_source
+from shardflow.split.sources import Source, local_input_path, open_source
 from shardflow.split.spec import Record, SplitSpec
 
 __all__ = ["Record", "batch_item_keys", "iter_batch"]
@@ -84,10 +85,17 @@ def _open_batch(batch: Batch, spec: SplitSpec, store: ObjectStore) -> io.Buffere
         if path is not None:
             return _LocalRange(path.open("rb"), skip, path.stat().st_size)
         return io.BytesIO(store.get_bytes(batch.source)[skip:])
+    local = local_input_path(batch.source)
+    if local is not None:
+        # the split stat-ed the file and fixed the range: only an open is left to do
+        try:
+            f = local.open("rb")
+        except OSError as exc:
+            raise InputError(f"cannot read input {local}: {exc.strerror}") from exc
+        end = os.fstat(f.fileno()).st_size if batch.end is None else batch.end
+        return _LocalRange(f, batch.start, end)
     source = open_source(batch.source)
     end = source.size if batch.end is None else batch.end
-    if isinstance(source, LocalSource):
-        return _LocalRange(source.open(), batch.start, end)
     return _RangeStream(source, batch.start, end)
 
 
@@ -100,19 +108,26 @@ def iter_batch(
     (repeated keys) and up to ``start_after`` (already done) are not yielded. Raises
     :class:`InputError` if the batch's data cannot be read.
     """
+    # not a generator itself: the reader's own generator is handed out, one layer fewer
+    # on every record
+    if batch.format == "jsonl":
+        return _iter_jsonl(batch, spec, store, start_after)
     if batch.format == "parquet":
         from shardflow.split.parquet import iter_parquet
 
-        yield from iter_parquet(batch, spec, start_after)
-    elif batch.format == "csv":
-        skip = frozenset(batch.skip)
-        for ordinal, line, fields, names, _unit in _iter_csv(batch, spec, store):
-            if ordinal > start_after and ordinal not in skip:
-                yield Record(ordinal, line, dict(zip(names, fields, strict=True)), None, None)
-    elif batch.format == "jsonl":
-        yield from _iter_jsonl(batch, spec, store, start_after)
-    else:
-        raise InputError(f"batch {batch.batch_id}: unknown format {batch.format!r}")
+        return iter_parquet(batch, spec, start_after)
+    if batch.format == "csv":
+        return _iter_csv_records(batch, spec, store, start_after)
+    raise InputError(f"batch {batch.batch_id}: unknown format {batch.format!r}")
+
+
+def _iter_csv_records(
+    batch: Batch, spec: SplitSpec, store: ObjectStore, start_after: int
+) -> Iterator[Record]:
+    skip = frozenset(batch.skip)
+    for ordinal, line, fields, names, _unit in _iter_csv(batch, spec, store):
+        if ordinal > start_after and ordinal not in skip:
+            yield Record(ordinal, line, dict(zip(names, fields, strict=True)), None, None)
 
 
 def _iter_jsonl(

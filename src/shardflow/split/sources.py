@@ -126,6 +126,11 @@ def _registered(scheme: str, url: str) -> _Scheme:
     return entry
 
 
+def local_input_path(url: str) -> Path | None:
+    """The local file an input URL or path names, or None for another scheme."""
+    return _local_path(url) if _scheme_of(url) is None else None
+
+
 def open_source(url: str) -> Source:
     """The Source for one URL or local path (no globbing); :class:`InputError` if missing."""
     scheme = _scheme_of(url)

@@ -7,12 +7,13 @@ as a plain file, with rejected lines blanked so that line numbers still count ri
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 import orjson
 
+from shardflow.catalog import part_start
 from shardflow.errors import InputError
 from shardflow.faults import fault_point
 from shardflow.layout import Layout
@@ -54,6 +55,7 @@ class SplitContext:
         spool_dir: Path,
         rejects: RejectWriter,
         keys: KeyIndex | None,
+        on_part: Callable[[int, Sequence[Batch]], None] | None = None,
     ) -> None:
         self.spec = spec
         self.policy = BatchPolicy.from_spec(spec)
@@ -65,6 +67,29 @@ class SplitContext:
         self.batches: list[Batch] = []
         self.ordinal = 0
         self._files: list[IO[bytes]] = []
+        self._on_part = on_part
+        self.parts = 0  # parts handed to ``on_part`` so far
+        # repeated keys are known only once every input is read: with an id field, the
+        # parts are handed out at the end (each batch's skips are final by then)
+        self._streaming = keys is None
+
+    def add_batch(self, batch: Batch) -> None:
+        """Record a finished batch; hand its part out as soon as the part is full."""
+        self.batches.append(batch)
+        if self._streaming and len(self.batches) == part_start(self.parts + 1):
+            self._emit(len(self.batches))
+
+    def finish_parts(self) -> None:
+        """Hand out every part not handed out yet (the last one may be short)."""
+        self._streaming = True
+        while part_start(self.parts) < len(self.batches):
+            self._emit(min(len(self.batches), part_start(self.parts + 1)))
+
+    def _emit(self, end: int) -> None:
+        part = self.parts
+        self.parts += 1
+        if self._on_part is not None:
+            self._on_part(part, self.batches[part_start(part) : end])
 
     def track(self, f: IO[bytes]) -> IO[bytes]:
         """Have :meth:`close` close ``f`` if the split stops halfway."""
@@ -97,7 +122,7 @@ class RangeSink:
 
     def close(self, end: int, records: int) -> None:
         fault_point("mid_split")
-        self.ctx.batches.append(
+        self.ctx.add_batch(
             Batch(
                 batch_id=self.ctx.next_batch_id(),
                 source=self.url,
@@ -143,7 +168,7 @@ class WrittenSink(RangeSink):
             self._file = None
             key = self.ctx.layout.batch(batch_id, self.fmt)
             self.ctx.store.put_file(key, self._path)
-        self.ctx.batches.append(
+        self.ctx.add_batch(
             Batch(
                 batch_id=batch_id,
                 source=key,
