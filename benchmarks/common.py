@@ -110,6 +110,7 @@ class TreeSampler(threading.Thread):
         self.interval = interval
         self.peak_kb = 0
         self.cpu: dict[int, float] = {}
+        self.rss_kb: dict[int, int] = {}  # each process's own peak
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -121,6 +122,7 @@ class TreeSampler(threading.Thread):
                 if sample is not None:
                     total += sample[0]
                     self.cpu[pid] = max(self.cpu.get(pid, 0.0), sample[1])
+                    self.rss_kb[pid] = max(self.rss_kb.get(pid, 0), sample[0])
                 todo.extend(_children(pid))
             self.peak_kb = max(self.peak_kb, total)
             self._done.wait(self.interval)

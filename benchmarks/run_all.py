@@ -50,6 +50,7 @@ BENCHMARKS = (
     "status_latency",
     "aws_requests",
     "metrics_overhead",
+    "scale",
 )
 OPTIONAL = ("ratelimit",)  # written elsewhere; run when present
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

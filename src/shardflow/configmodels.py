@@ -332,7 +332,10 @@ class OutputConfig(_Section):
 
 class AggregateConfig(_Section):
     fan_in: int = Field(
-        default=512, ge=2, description="Children merged per aggregation node (streamed)."
+        default=512,
+        ge=2,
+        description="Not used: results stream into the output in task order as they commit "
+        "(the key is still accepted, so that job files that set it load).",
     )
 
 

@@ -9,6 +9,7 @@ Exception tree::
     ├── IllegalTransitionError     a state change the state machine forbids (a bug: raised loudly)
     ├── ManifestError              a manifest that does not parse or whose checksum fails
     ├── InputError                 an input that cannot be read (missing file, unknown format)
+    ├── SchemaDriftError           task outputs whose column types cannot be unified (the job fails)
     ├── StoreError                 a store or queue operation failed
     │   ├── NotFoundError          the object, job or task does not exist
     │   ├── ConflictError          a version-fenced write was refused: someone else holds the row
@@ -91,6 +92,11 @@ class ManifestError(ShardflowError):
 
 class InputError(ShardflowError):
     pass
+
+
+class SchemaDriftError(ShardflowError):
+    """Task outputs disagree on a column's type in a way no promotion resolves: the job
+    fails with the column, the types and the fix (declare it in ``output.schema``)."""
 
 
 class StoreError(ShardflowError):

@@ -109,6 +109,25 @@ def test_crash_after_marker_before_commit_adopts_the_marker_without_rerunning(
     assert all(key.rsplit("/", 1)[1].startswith("0001.") for key in results), results
 
 
+def test_crash_between_a_group_s_flush_and_its_commit_adopts_every_marker(
+    fault_job: JobFactory, clean: JobOutput
+) -> None:
+    # the slot dies with a whole commit group durable but not committed: every task of it
+    # is adopted by its next attempt, none runs its items again
+    job = fault_job()
+    summary = job.run(env=job.env("before_commit:1:exit", once=True))
+
+    assert summary["status"] == "SUCCEEDED"
+    assert_same_output(job.check(), clean)
+    again = retried(job)
+    assert again
+    for task_id in again:
+        task = job.task(task_id)
+        assert (task.attempt, task.result_attempt) == (2, 1), task
+        assert "adopting the published result of attempt 1" in job.log(task_id, 2)
+    assert summary["attempts"] == summary["tasks"]["total"] + len(again)
+
+
 def test_sigterm_during_upload_finishes_the_upload_then_the_slot_exits(
     fault_job: JobFactory, clean: JobOutput
 ) -> None:

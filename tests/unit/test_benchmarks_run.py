@@ -28,6 +28,7 @@ EXPECTED = {
     "status_latency": ("5. Status latency", "p95 ms"),
     "aws_requests": ("6. AWS request counts", "projected request bill"),
     "metrics_overhead": ("7. Metrics overhead", "collection %"),
+    "scale": ("9. Scale", "slot-ms per task"),
 }
 
 

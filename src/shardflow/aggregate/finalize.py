@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 GROUP_ROWS = 131_072
 """Rows per Parquet row group of the output (small inputs are gathered up to this)."""
+COMPACT_TABLES = 512
+"""Tables held for a row group after which they are combined into one."""
 
 
 class HashingFile:
@@ -60,6 +62,10 @@ class OutputSink(Protocol):
         """Finish the file; return its SHA-256."""
         ...
 
+    def abort(self) -> None:
+        """Give the file up (it is removed)."""
+        ...
+
 
 class ParquetSink:
     """Row groups of :data:`GROUP_ROWS`. The writer is opened with the first row group:
@@ -80,6 +86,8 @@ class ParquetSink:
         self._held_rows = 0
 
     def write(self, table: pa.Table) -> None:
+        import pyarrow as pa
+
         if not table.num_rows:
             return
         self._held.append(table)
@@ -87,6 +95,10 @@ class ParquetSink:
         self.rows += table.num_rows
         if self._held_rows >= self._group_rows:
             self._flush()
+        elif len(self._held) >= COMPACT_TABLES:
+            # many small results (tiny tasks): one table of one chunk per column, so that a
+            # row group is not tens of thousands of chunks
+            self._held = [pa.concat_tables(self._held).combine_chunks()]
 
     def _flush(self) -> None:
         import pyarrow as pa
@@ -113,6 +125,10 @@ class ParquetSink:
         self._writer.close()
         self._file.close()
         return self._file.sha.hexdigest()
+
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 def repeating_columns(table: pa.Table, share: float = 0.5) -> list[str]:
@@ -176,6 +192,10 @@ class CsvSink:
         self._file.close()
         return self._file.sha.hexdigest()
 
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
 
 def _sqlite_type(t: pa.DataType) -> str:
     import pyarrow as pa
@@ -205,6 +225,10 @@ class SqliteSink:
             data: list[Any] = list(_flat(batch).to_pydict().values())
             self._db.executemany(self._insert, zip(*data, strict=True))
             self.rows += batch.num_rows
+
+    def abort(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)
 
     def close(self) -> str:
         self._db.commit()

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from shardflow.errors import ChecksumMismatchError
+from shardflow.errors import ChecksumMismatchError, SchemaDriftError
 from shardflow.objectstore.base import ObjectStore
 from shardflow.worker.results import decode_table
 
@@ -37,11 +37,21 @@ def unified_schema(
     declared: Mapping[str, str] | None = None,
 ) -> pa.Schema:
     """One schema for all inputs: the declared types, else the inputs' types unified
-    (promoted, never a column dropped), key column first. Raises ``pyarrow.ArrowTypeError``
-    (or ArrowInvalid) for types that cannot be unified: declare the column's type."""
+    (promoted, never a column dropped), key column first. Raises
+    :class:`SchemaDriftError` naming a column whose types cannot be unified."""
     import pyarrow as pa
 
-    schema = pa.unify_schemas(list(schemas), promote_options="permissive") if schemas else None
+    declared = declared or {}
+    # a declared column takes its declared type whatever the inputs say
+    inputs = [
+        pa.schema([pa.field(f.name, arrow_type(declared[f.name])) if f.name in declared else f
+                   for f in schema])
+        for schema in schemas
+    ] if declared else list(schemas)  # fmt: skip
+    try:
+        schema = pa.unify_schemas(inputs, promote_options="permissive") if inputs else None
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise SchemaDriftError(_drift(inputs, exc)) from exc
     fields = list(schema) if schema is not None else []
     if declared:
         fields = [
@@ -54,9 +64,34 @@ def unified_schema(
     return pa.schema(fields)
 
 
-def fits(schema: pa.Schema, table_schema: pa.Schema) -> bool:
+def _drift(schemas: Sequence[pa.Schema], exc: Exception) -> str:
+    """Which column's types clash, in words a user can act on."""
+    import pyarrow as pa
+
+    seen: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for field in schema:
+            first = seen.setdefault(field.name, field.type)
+            if first == field.type:
+                continue
+            try:
+                pa.unify_schemas(
+                    [pa.schema([pa.field("c", first)]), pa.schema([pa.field("c", field.type)])],
+                    promote_options="permissive",
+                )
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                return (
+                    f"task outputs disagree on column {field.name!r}: {first} in some, "
+                    f"{field.type} in others; declare its type in output.schema (e.g. "
+                    f"output.schema: {{{field.name}: string}}) or make the handler return one type"
+                )
+    return f"task outputs' schemas cannot be unified ({exc}); declare the types in output.schema"
+
+
+def fits(schema: pa.Schema, table_schema: pa.Schema, declared: Mapping[str, str]) -> bool:
     """Whether a table of ``table_schema`` goes into ``schema`` as it is, or by a cast
-    that loses nothing (a missing column is nulls; a null column takes any type)."""
+    that loses nothing (a missing column is nulls; a null column takes any type; a
+    declared column is cast to its declared type)."""
     import pyarrow as pa
 
     names = set(schema.names)
@@ -64,17 +99,14 @@ def fits(schema: pa.Schema, table_schema: pa.Schema) -> bool:
         if field.name not in names:
             return False
         target = schema.field(field.name).type
-        if field.type == target or pa.types.is_null(field.type):
+        if field.type == target or pa.types.is_null(field.type) or field.name in declared:
             continue
-        promoted = (
-            pa.unify_schemas(
-                [pa.schema([field]), pa.schema([pa.field(field.name, target)])],
-                promote_options="permissive",
-            )
-            .field(field.name)
-            .type
-        )
-        if promoted != target:
+        pair = [pa.schema([field]), pa.schema([pa.field(field.name, target)])]
+        try:
+            promoted = pa.unify_schemas(pair, promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            return False
+        if promoted.field(field.name).type != target:
             return False
     return True
 
@@ -96,7 +128,15 @@ def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
         idx = batch.schema.get_field_index(field.name)
         if idx < 0:
             columns.append(pa.nulls(batch.num_rows, field.type))
-        else:
-            col = batch.column(idx)
-            columns.append(col if col.type == field.type else col.cast(field.type))
+            continue
+        col = batch.column(idx)
+        if col.type != field.type:
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise SchemaDriftError(
+                    f"column {field.name!r}: a task's {col.type} values cannot be made "
+                    f"{field.type} ({exc}); fix the handler or output.schema"
+                ) from exc
+        columns.append(col)
     return pa.Table.from_arrays(columns, schema=schema)

@@ -200,7 +200,7 @@ class Aggregation:
             return
         assert self.schema is not None
         if not any(table.schema == s for s in self._fitting):
-            if not fits(self.schema, table.schema):
+            if not fits(self.schema, table.schema, self.spec.declared_schema or {}):
                 log.info("a result does not fit the output's schema: merging again at the end")
                 self._diverge()
                 return
@@ -232,8 +232,7 @@ class Aggregation:
         self.diverged = True
         self.held, self.held_rows = [], 0
         if self.sink is not None:
-            self.sink.close()
-            self.sink.path.unlink(missing_ok=True)
+            self.sink.abort()
             self.sink = None
 
     # -- at the end --------------------------------------------------------------------
@@ -242,8 +241,22 @@ class Aggregation:
         """Take the rest (every task must be final), publish the output and its manifest.
 
         Raises :class:`CorruptResultError` when a result failed verification: its task was
-        reopened, and the map phase must run it again first.
+        reopened, and the map phase must run it again first; :class:`SchemaDriftError`
+        when the results' types cannot be made one.
         """
+        try:
+            return self._finish()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Give the output file up; the next :meth:`finish` starts over."""
+        if self.sink is not None:
+            self.sink.abort()
+        self._reset()
+
+    def _finish(self) -> OutputManifest:
         self.advance()
         if self.reopened:
             reopened, self.reopened = self.reopened, []

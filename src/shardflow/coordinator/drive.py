@@ -16,7 +16,7 @@ from shardflow.coordinator import specs
 from shardflow.coordinator.reconcile import ReconcileReport
 from shardflow.coordinator.round import ROUND_ENDED, ROUND_MAP_DONE, run_round
 from shardflow.coordinator.services import Services, open_services
-from shardflow.errors import CorruptResultError, TasksNotFinalError
+from shardflow.errors import CorruptResultError, SchemaDriftError, TasksNotFinalError
 from shardflow.layout import Layout
 from shardflow.models import Event, Job, JobStatus, Phase
 from shardflow.statestore.base import update_job
@@ -125,7 +125,15 @@ def finish(svc: Services, job_id: str, aggregation: Aggregation | None = None) -
         job = update_job(
             state, job_id, now=svc.clock(), status=JobStatus.AGGREGATING, phase=Phase.AGGREGATE
         )
-    manifest = (aggregation or new_aggregation(svc, job_id)).finish()
+    try:
+        manifest = (aggregation or new_aggregation(svc, job_id)).finish()
+    except SchemaDriftError as exc:
+        log.error("%s", exc)
+        job = update_job(state, job_id, now=svc.clock(), status=JobStatus.FAILED, message=str(exc))
+        state.append_event(
+            Event(job_id, "finished", svc.clock(), "shardflow", {"status": "FAILED"})
+        )
+        return job
     threshold = specs.failure_threshold(cfg)
     failed = threshold.exceeded(manifest.failures, manifest.items_total)
     output_uri = svc.store.uri(Layout(job_id).output(cfg.output.name, cfg.output.format))

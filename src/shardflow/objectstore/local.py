@@ -67,6 +67,7 @@ class LocalObjectStore:
     def __init__(self, root: Path) -> None:
         self._root = Path(root).resolve()
         self._root_str = str(self._root)
+        self._url = self._root.as_uri()
         self._root_sep = self._root_str.rstrip(os.sep) + os.sep
         self._real_dirs: set[str] = {self._root_str}
         self._unsynced: set[str] = set()
@@ -83,7 +84,7 @@ class LocalObjectStore:
 
     @property
     def url(self) -> str:
-        return self._root.as_uri()
+        return self._url
 
     def _path(self, key: str) -> Path:
         return Path(self._file(key))
@@ -141,33 +142,44 @@ class LocalObjectStore:
         after a fork), then a counter."""
         if self._tag[0] != os.getpid():
             self._tag = (os.getpid(), f"{os.getpid()}-{secrets.token_hex(6)}")
-        if not os.path.isdir(self._tmp):  # made again if a purge removed it
-            self._tmp.mkdir(exist_ok=True)
         return f"{self._tmp_sep}{self._tag[1]}-{next(self._count)}.part"
+
+    def _write_temp(self, chunks: Iterable[bytes], *, fsync: bool) -> tuple[str, int, str]:
+        """Write ``chunks`` to a new temp file: its name, size and SHA-256."""
+        tmp = self._temp_path()
+        try:
+            size, sha = copy_hashing(chunks, tmp, fsync=fsync)
+        except FileNotFoundError:
+            if os.path.isdir(self._tmp):
+                raise  # the source is what is missing
+            # the temp area itself was removed (a purge): it is made again, and the write
+            # starts over (it failed opening the file, before taking any chunk)
+            self._tmp.mkdir(exist_ok=True)
+            size, sha = copy_hashing(chunks, tmp, fsync=fsync)
+        return tmp, size, sha
 
     def _publish(
         self, tmp: str, key: str, *, create_only: bool, durable: bool = True, final: str = ""
     ) -> bool:
         final = final or self._file(key)
         folder = final.rpartition("/")[0]
-        # A directory can't also be a file: S3 allows keys "a/b" and "a/b/c", we cannot.
-        clash = StoreError(f"{self.url}: cannot write {key!r}: it or a folder above it is taken")
         try:
-            for _ in range(_PUBLISH_TRIES):
+            for attempt in range(_PUBLISH_TRIES):
                 new_dirs: list[str] = []
                 try:
-                    if not os.path.isdir(folder):
+                    # a folder known to exist is not looked at again (unless a retry asks)
+                    if (attempt or folder not in self._real_dirs) and not os.path.isdir(folder):
                         new_dirs = self._make_dirs(folder)
                 except (FileExistsError, NotADirectoryError) as exc:
-                    raise clash from exc
+                    raise self._clash(key) from exc
                 try:
                     created = self._link_or_replace(tmp, final, create_only=create_only)
                 except FileNotFoundError:
                     continue  # delete_prefix pruned the parent directory just now
                 except IsADirectoryError as exc:
-                    raise clash from exc
+                    raise self._clash(key) from exc
                 if not created and os.path.isdir(final):
-                    raise clash
+                    raise self._clash(key)
                 # the object's folder holds its name; each new folder's parent holds its
                 flush = [folder, *(d.rpartition("/")[0] for d in new_dirs)]
                 if durable:
@@ -180,6 +192,10 @@ class LocalObjectStore:
             raise StoreError(f"{self.url}: could not publish {key!r}: its folder keeps vanishing")
         finally:
             unlink_quietly(tmp)
+
+    def _clash(self, key: str) -> StoreError:
+        # A directory can't also be a file: S3 allows keys "a/b" and "a/b/c", we cannot.
+        return StoreError(f"{self.url}: cannot write {key!r}: it or a folder above it is taken")
 
     def _make_dirs(self, folder: str) -> list[str]:
         """Create ``folder`` and missing folders above it; return those made, top first."""
@@ -231,8 +247,7 @@ class LocalObjectStore:
         self, key: str, chunks: Iterable[bytes], *, create_only: bool, durable: bool
     ) -> PutResult:
         final = self._file(key)
-        tmp = self._temp_path()
-        size, sha = copy_hashing(chunks, tmp, fsync=durable)
+        tmp, size, sha = self._write_temp(chunks, fsync=durable)
         created = self._publish(tmp, key, create_only=create_only, durable=durable, final=final)
         return PutResult(key=key, size=size, sha256=sha, created=created)
 
@@ -263,6 +278,7 @@ class LocalObjectStore:
         path = Path(path)
         if move:
             self._path(key)
+            self._tmp.mkdir(exist_ok=True)
             tmp = self._temp_path()
             try:
                 os.rename(path, tmp)
@@ -385,6 +401,7 @@ class LocalObjectStore:
         """
         src_path = self._existing(src)
         self._path(dst)
+        self._tmp.mkdir(exist_ok=True)
         tmp = self._temp_path()
         try:
             os.link(src_path, tmp)

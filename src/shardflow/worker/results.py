@@ -51,11 +51,13 @@ def result_table(
 
     from shardflow.worker.checkpoint import read_parts, rows_table
 
-    table = read_parts(parts, *([rows_table(rows, keys, key_column)] if rows else []))
+    tail = rows_table(rows, keys, key_column) if rows else None
+    table = read_parts(parts, tail) if parts else tail  # the common case: no parts saved
     if table is None:
         return pa.table({key_column: pa.array([], pa.string())})
-    names = [key_column] + [n for n in table.column_names if n != key_column]
-    return table.select(names)
+    if table.column_names[0] != key_column:
+        table = table.select([key_column, *(n for n in table.column_names if n != key_column)])
+    return table
 
 
 def ipc_bytes(table: pa.Table, codec: str | None = "lz4") -> bytes:
