@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from shardflow.manifests import ResultMarker, decode_manifest
 from shardflow.models import TaskStatus
 from shardflow.testing.invariants import JobOutput
 from tests.faults.helpers import FaultJob, assert_same_output, wait_for
@@ -113,18 +114,27 @@ def test_crash_between_a_group_s_flush_and_its_commit_adopts_every_marker(
     fault_job: JobFactory, clean: JobOutput
 ) -> None:
     # the slot dies with a whole commit group durable but not committed: every task of it
-    # is adopted by its next attempt, none runs its items again
+    # is adopted by its next attempt, none runs its items again. Tasks the slot held but
+    # had not published (the one it was running, messages it had fetched ahead) run again
     job = fault_job()
     summary = job.run(env=job.env("before_commit:1:exit", once=True))
 
     assert summary["status"] == "SUCCEEDED"
     assert_same_output(job.check(), clean)
     again = retried(job)
-    assert again
+    adopted = [t for t in again if job.task(t).result_attempt == 1]
+    assert adopted, again
+    store = job.store()
     for task_id in again:
         task = job.task(task_id)
-        assert (task.attempt, task.result_attempt) == (2, 1), task
-        assert "adopting the published result of attempt 1" in job.log(task_id, 2)
+        assert task.attempt == 2, task
+        marker = decode_manifest(
+            store.get_bytes(job.layout.marker(task_id)), ResultMarker, name=task_id
+        )
+        # the published marker is the truth: a task with attempt 1's marker never reran
+        assert marker.attempt == task.result_attempt, (marker, task)
+        adopting = "adopting the published result of attempt 1" in job.log(task_id, 2)
+        assert adopting == (task_id in adopted), task_id
     assert summary["attempts"] == summary["tasks"]["total"] + len(again)
 
 
