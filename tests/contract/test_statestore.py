@@ -144,13 +144,16 @@ def test_register_tasks_is_idempotent_and_counts_new_tasks(state_store: StateSto
     assert state_store.get_task(JOB_ID, "t000003") == first[3]
 
 
-def test_register_tasks_in_bulk(state_store: StateStore) -> None:
-    assert state_store.register_tasks(make_tasks(JOB_ID, 8_000)) == 8_000
+def test_register_tasks_in_bulk(state_store: StateStore, request: pytest.FixtureRequest) -> None:
+    n = 2_500 * request.node.callspec.params["state_store"].size  # 10,000 but on moto
+    assert state_store.register_tasks(make_tasks(JOB_ID, n * 8 // 10)) == n * 8 // 10
     # a re-run of the split registers the overlap once
-    assert state_store.register_tasks(make_tasks(JOB_ID, 4_000, start=6_000)) == 2_000
-    assert state_store.read_counters(JOB_ID) == {PENDING: 10_000}
-    last = state_store.list_tasks(JOB_ID, TaskStatus.PENDING, after="t009997")
-    assert [t.task_id for t in last] == ["t009998", "t009999"]
+    assert state_store.register_tasks(make_tasks(JOB_ID, n * 4 // 10, start=n * 6 // 10)) == (
+        n * 2 // 10
+    )
+    assert state_store.read_counters(JOB_ID) == {PENDING: n}
+    last = state_store.list_tasks(JOB_ID, TaskStatus.PENDING, after=f"t{n - 3:06d}")
+    assert [t.task_id for t in last] == [f"t{n - 2:06d}", f"t{n - 1:06d}"]
 
 
 def test_register_tasks_refuses_invalid_ids_without_writing(state_store: StateStore) -> None:
@@ -438,7 +441,8 @@ def test_processes_racing_for_a_task_lease_it_once(
     shared_store: tuple[StoreCase, StateStore],
 ) -> None:
     case, store = shared_store
-    task_ids = [t.task_id for t in _with_tasks(store, 100)]
+    count = 25 * case.size  # 100, but on moto
+    task_ids = [t.task_id for t in _with_tasks(store, count)]
     # 8 racers start together on the first task and keep racing down the list (on 2
     # cores a single race rarely overlaps in time; about 1 in 15 of these do)
     argsets = [(case.name, store.url, task_ids, f"w{i}") for i in range(8)]
@@ -455,28 +459,29 @@ def test_processes_racing_for_a_task_lease_it_once(
         assert task is not None
         assert (task.lease_owner, task.attempt, task.version) == (owner, 1, 1)
         assert task.lease_expires_at == LEASE_NOW + 600
-    assert store.read_counters(JOB_ID) == {LEASED: 100, "attempts": 100}
+    assert store.read_counters(JOB_ID) == {LEASED: count, "attempts": count}
 
 
 def test_processes_committing_concurrently_keep_counters_exact(
     shared_store: tuple[StoreCase, StateStore],
 ) -> None:
     case, store = shared_store
-    tasks = _with_tasks(store, 200)
-    halves = [[t.task_id for t in tasks[:100]], [t.task_id for t in tasks[100:]]]
+    n = 50 * case.size  # 200, but on moto
+    tasks = _with_tasks(store, n)
+    halves = [[t.task_id for t in tasks[: n // 2]], [t.task_id for t in tasks[n // 2 :]]]
     # two processes race over each half, so leases contend as well as counters
     argsets = [(case.name, store.url, halves[i % 2], f"w{i}") for i in range(4)]
     results = run_children(lease_and_commit, argsets)
-    assert sum(committed for _owner, committed in results) == 200
+    assert sum(committed for _owner, committed in results) == n
     counters = store.read_counters(JOB_ID)
     assert counters == {
-        SUCCEEDED: 200,
-        "attempts": 200,
-        "items.succeeded": 400,
-        "items.failed": 200,
-        "rows": 400,
+        SUCCEEDED: n,
+        "attempts": n,
+        "items.succeeded": 2 * n,
+        "items.failed": n,
+        "rows": 2 * n,
     }
-    assert len(store.list_tasks(JOB_ID, TaskStatus.SUCCEEDED)) == 200
+    assert len(store.list_tasks(JOB_ID, TaskStatus.SUCCEEDED)) == n
 
 
 # -- SQLite's own: URLs, files, reopening --------------------------------------------------

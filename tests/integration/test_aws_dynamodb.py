@@ -179,16 +179,20 @@ def test_own_write_that_landed_before_a_lost_response_is_success(
         store.cas_task(dataclasses.replace(leased, lease_owner="w2"), 0, counters)
 
 
-def test_register_10000_tasks_quickly_and_idempotently(store: DynamoDbStateStore) -> None:
+def test_register_thousands_of_tasks_in_batches_and_idempotently(
+    store: DynamoDbStateStore,
+) -> None:
+    # 2,500 tasks are 100 BatchWriteItem calls of 25: many batches and a partial last
+    # one, in the few seconds moto (answering one request at a time) needs for them
     started = time.monotonic()
-    assert store.register_tasks(tasks(10_000)) == 10_000
+    assert store.register_tasks(tasks(2_500)) == 2_500
     elapsed = time.monotonic() - started
-    print(f"\nregistered 10,000 tasks on moto in {elapsed:.1f} s")
-    assert elapsed < 60
-    assert store.register_tasks(tasks(10, start=9_995)) == 5
-    assert store.read_counters(JOB) == {PENDING: 10_005}
-    page = store.list_tasks(JOB, TaskStatus.PENDING, after="t009990", limit=5)
-    assert [t.task_id for t in page] == [f"t{i:06d}" for i in range(9_991, 9_996)]
+    print(f"\nregistered 2,500 tasks on moto in {elapsed:.1f} s")
+    assert elapsed < 30
+    assert store.register_tasks(tasks(10, start=2_495)) == 5
+    assert store.read_counters(JOB) == {PENDING: 2_505}
+    page = store.list_tasks(JOB, TaskStatus.PENDING, after="t002490", limit=5)
+    assert [t.task_id for t in page] == [f"t{i:06d}" for i in range(2_491, 2_496)]
 
 
 def test_registration_that_died_midway_is_counted_exactly_by_the_next(

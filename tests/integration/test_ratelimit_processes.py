@@ -161,6 +161,7 @@ class Load:
     rate: float = 200.0
     burst: int = 100
     new_rate: float = 100.0
+    min_share: float = 0.9  # of each rate, the throughput the workers must reach
 
 
 def make_job(state: StateStore, load: Load) -> None:
@@ -203,7 +204,9 @@ def run_load_with_a_rate_change(
         # starts (tokens refilled in the last margin of the one before), so a window cut
         # mid-period would count a cluster more or less than the rate gives
         hits.wait_for(lambda rows: len(rows) > 0, timeout=30)
-        measured = period_end(hits.rows[0][0], PERIOD)  # the first whole period
+        # … and from the second whole period: in the first, 16 workers' first writes race
+        # and each client grows its block size while its writes conflict (client.py)
+        measured = period_end(hits.rows[0][0], PERIOD) + PERIOD
         changed = measured + MEASURED_PERIODS * PERIOD
         hits.wait_for(lambda rows: rows[-1][0] >= changed, timeout=30)
         changed = time.time()
@@ -252,9 +255,9 @@ def run_load_with_a_rate_change(
     assert seen["granted_max_after"] <= after, seen
     assert seen["arrived_max_before"] <= before + load.rate * latency, seen
     assert seen["arrived_max_after"] <= after + load.new_rate * latency, seen
-    # throughput: at least 90% of the rate, before and after the change
-    assert seen["rate_before"] >= 0.9 * load.rate, seen
-    assert seen["rate_after"] >= 0.9 * load.new_rate, seen
+    # throughput: at least min_share (90%) of the rate, before and after the change
+    assert seen["rate_before"] >= load.min_share * load.rate, seen
+    assert seen["rate_after"] >= load.min_share * load.new_rate, seen
     assert seen["rate_before"] <= load.rate + load.burst / window, seen
     assert seen["rate_after"] <= load.new_rate + load.burst / window, seen
     return seen

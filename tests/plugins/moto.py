@@ -11,6 +11,10 @@ never skip.
   AWS config files at nothing and turns off the instance-metadata lookup, so a
   developer's real ``~/.aws`` is never read; the previous environment is restored at
   the end.
+- ``moto_process_server``: a moto server of its own, in a spawned process (same
+  serialised handlers), for load scenarios whose throughput would otherwise be set by
+  the test process's interpreter, which the session server shares with every other
+  thread of the suite.
 - ``moto_reset``: POSTs ``/moto-api/reset``, dropping every bucket, table and queue.
 - ``aws_settings``: :class:`~shardflow.aws.AwsSettings` for the server.
 - ``s3_bucket``, ``dynamodb_table``, ``sqs_prefix``: a name unique to the test, for a
@@ -117,6 +121,42 @@ def moto_server() -> Iterator[str]:
         finally:
             server.stop()
             access_log.setLevel(level)
+
+
+def _serve_in_process(ready: Any, stop: Any) -> None:
+    """A spawned process's body: a serialised moto server until ``stop`` is set."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with pytest.MonkeyPatch.context() as mp:
+        _serialise_handlers(mp)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            ready.put(server.get_host_and_port())
+            stop.wait()
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def moto_process_server(moto_server: str) -> Iterator[str]:
+    """The endpoint URL of a moto server in a process of its own (fake credentials as
+    for ``moto_server``, which sets them in the environment the process inherits)."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Queue(), spawn.Event()
+    process = spawn.Process(target=_serve_in_process, args=(ready, stop), daemon=True)
+    process.start()
+    try:
+        host, port = ready.get(timeout=60)
+        yield f"http://{host}:{port}"
+    finally:
+        stop.set()
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
 
 
 @pytest.fixture
