@@ -212,6 +212,9 @@ def round_probe(folder: Path) -> int:
     class Running:
         name = "stub"
 
+        def preflight(self) -> None:
+            return None
+
         def start_slots(self, spec: Any) -> list[str]:
             return [f"stub:{n}" for n in range(spec.count)]
 

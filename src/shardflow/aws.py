@@ -195,7 +195,10 @@ def botocore_config(settings: AwsSettings, **extra: Any) -> Config:
 def _session(settings: AwsSettings) -> boto3.session.Session:
     # one session per store: boto3's default session is shared module state and not
     # thread-safe to create clients from concurrently
-    return boto3.session.Session(region_name=settings.region)
+    try:
+        return boto3.session.Session(region_name=settings.region)
+    except BotoCoreError as exc:  # a profile named in AWS_PROFILE that is not configured
+        raise aws_error(exc, "AWS session") from exc
 
 
 def s3_client(settings: AwsSettings) -> S3Client:
@@ -243,11 +246,72 @@ def retried(exc: BaseException) -> bool:
     return False
 
 
+_MISSING = frozenset(
+    {
+        "NoSuchBucket",
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NonExistentQueue",
+    }
+)
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "KMS.AccessDeniedException",
+    }
+)
+FIX_MISSING = "create it with `shardflow doctor JOB.yaml --create` (or infra/terraform)"
+
+
 def aws_error(exc: ClientError | BotoCoreError, what: str) -> StoreError:
-    """A StoreError saying what failed and AWS's code and message (never credentials)."""
+    """A StoreError saying what failed, AWS's code and message (never credentials) and,
+    for the mistakes a user makes (a missing bucket, table or queue, no credentials, no
+    access, an endpoint that does not answer), what to do about it."""
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code", "?")
         message = error.get("Message", "")
-        return StoreError(f"{what}: {code} {message}".rstrip())
+        text = f"{what}: {code} {message}".rstrip()
+        if code in _MISSING:
+            return StoreError(f"{text}: it does not exist; {FIX_MISSING}")
+        if code in _DENIED:
+            return StoreError(
+                f"{text}: access denied; check the AWS credentials or role in use "
+                "(docs/aws.md lists what each role needs)"
+            )
+        return StoreError(text)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return StoreError(
+            f"{what}: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or run where a role is attached"
+        )
+    if isinstance(exc, ProfileNotFound):
+        return StoreError(
+            f"{what}: {exc}; set AWS_PROFILE to a profile of ~/.aws/config, or unset it"
+        )
+    if isinstance(exc, NoRegionError):
+        return StoreError(f"{what}: no AWS region; set backends.region or AWS_DEFAULT_REGION")
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return StoreError(
+            f"{what}: cannot reach the AWS endpoint ({exc}); check backends.endpoint_url, "
+            "the region and the network"
+        )
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")

@@ -103,7 +103,7 @@ def _url_checker(field: str, schemes: dict[str, str]) -> AfterValidator:
             scheme, rest = "", value
         if scheme not in schemes or not rest:
             kinds = ", ".join(schemes.values())
-            raise _custom("url", f"{field}: unsupported location {value!r} (use {kinds})")
+            raise _custom("url", f"unsupported {field} location {value!r} (use {kinds})")
         return value
 
     return AfterValidator(check)
@@ -363,7 +363,13 @@ class BackendsConfig(_Section):
     queue: Annotated[
         str | None,
         _url_checker("queue", {"": "a path", "sqlite": "sqlite:///abs.db", "sqs": "sqs://name"}),
-    ] = Field(default=None, description="Queue: null follows state; sqlite:/// or sqs://name.")
+    ] = Field(
+        default=None,
+        description=(
+            "Queue: null follows a SQLite state; sqlite:/// or sqs://name "
+            "(required with a dynamodb:// state)."
+        ),
+    )
     executor: Literal["local", "slurm"] = Field(default="local", description="local or slurm.")
     endpoint_url: str | None = Field(
         default=None, pattern=r"^https?://", description="AWS endpoint (an emulator such as moto)."
@@ -372,6 +378,15 @@ class BackendsConfig(_Section):
     kms_key_id: str | None = Field(
         default=None, description="KMS key for S3/DynamoDB/SQS encryption."
     )
+
+    @model_validator(mode="after")
+    def _queue_follows_a_state_that_can_hold_it(self) -> BackendsConfig:
+        if self.state.startswith("dynamodb://") and self.queue is None:
+            raise _semantic(
+                "with state on DynamoDB set a queue URL, e.g. backends.queue: sqs://shardflow",
+                "queue",
+            )
+        return self
 
 
 class JobConfig(_Section):

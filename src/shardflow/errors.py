@@ -9,6 +9,7 @@ Exception tree::
     ├── IllegalTransitionError     a state change the state machine forbids (a bug: raised loudly)
     ├── ManifestError              a manifest that does not parse or whose checksum fails
     ├── InputError                 an input that cannot be read (missing file, unknown format)
+    ├── HandlerLoadError           the handler cannot be loaded (missing, broken, not a handler)
     ├── SchemaDriftError           task outputs whose column types cannot be unified (the job fails)
     ├── StoreError                 a store or queue operation failed
     │   ├── NotFoundError          the object, job or task does not exist
@@ -61,6 +62,8 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        if self.file == "<config>" and self.line is None:
+            return f"{self.field}: {self.message}" if self.field else self.message
         where = self.file
         if self.line is not None:
             where += f":{self.line}"
@@ -92,6 +95,11 @@ class ManifestError(ShardflowError):
 
 class InputError(ShardflowError):
     pass
+
+
+class HandlerLoadError(ShardflowError):
+    """The handler cannot be loaded: its file or module is missing, does not define the
+    name, fails to import, or is not a handler. The job cannot run at all."""
 
 
 class SchemaDriftError(ShardflowError):

@@ -98,6 +98,26 @@ def test_submit_returns_at_once_and_the_reconcile_chain_finishes(
     assert any(name.startswith("slurm-reconcile-") for name in logs)
 
 
+def test_a_handler_that_cannot_be_loaded_fails_the_job_through_the_chain(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    # no `run` waits here: the array's slots report the load failure and the reconcile
+    # chain's next link fails the job, without starting more slots
+    out = shardflow(
+        ["submit", str(QUICKSTART), "--job-id", "noload", *SLURM, "--set",
+         "handler=enrich.py:nofunc"],
+        tmp_path,
+        check=0,
+    )  # fmt: skip
+    assert "submitted job noload" in out.stdout
+    summary = wait_status(tmp_path, "noload", {"SUCCEEDED", "FAILED"})
+    assert summary["status"] == "FAILED"
+    assert "the handler cannot be loaded" in summary["message"]
+    assert "has no 'nofunc'" in summary["message"]
+    groups = SqliteStateStore(tmp_path / ".shardflow" / "state.db").list_task_groups("noload")
+    assert [g.executor for g in groups].count("slurm") == 1  # no slot was started again
+
+
 def test_slots_above_max_array_size_are_split_into_arrays(
     tmp_path: Path, slurm_cluster: SlurmCluster
 ) -> None:

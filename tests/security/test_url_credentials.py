@@ -34,7 +34,7 @@ def test_a_job_file_with_a_password_in_a_url_is_refused_before_anything_is_print
     (tmp_path / "in.jsonl").write_text('{"id": 1}\n', encoding="utf-8")
     (tmp_path / "job.yaml").write_text(
         "name: t\nhandler: h.py:h\ninput: {path: in.jsonl}\n"
-        f'backends: {{state: "dynamodb://admin:{SECRET}@jobs-table"}}\n',
+        f'backends: {{state: "dynamodb://admin:{SECRET}@jobs-table", queue: "sqs://q"}}\n',
         encoding="utf-8",
     )
     monkeypatch.chdir(tmp_path)

@@ -241,6 +241,7 @@ def test_precedence_cli_over_env_over_file_over_user(tmp_path: Path) -> None:
     env = {
         "SHARDFLOW_RESOURCES__SLOTS": "3",
         "SHARDFLOW_BACKENDS__STATE": "dynamodb://jobs",
+        "SHARDFLOW_BACKENDS__QUEUE": "sqs://jobs",  # DynamoDB state needs a queue
         "SHARDFLOW_FAULT": "ignored:1",  # no "__": not a config variable
     }
     loaded = load(job, "resources.slots=5", env=env, user=user)
@@ -314,8 +315,8 @@ def test_loaded_config_knows_its_file(tmp_path: Path) -> None:
         ("retry", "{backoff: {base: 10m, cap: 1m}}", "retry.backoff.base", "must not exceed cap"),
         ("batching", "{records: 5, bytes: 1MiB}", "batching", "exactly one of records"),
         ("batching", "{}", "batching", "exactly one of records"),
-        ("backends", "{state: 'redis://x'}", "backends.state", "unsupported location"),
-        ("backends", "{storage: 's3://'}", "backends.storage", "unsupported location"),
+        ("backends", "{state: 'redis://x'}", "backends.state", "unsupported state location"),
+        ("backends", "{storage: 's3://'}", "backends.storage", "unsupported storage location"),
         (
             "retry",
             "{rules: [{class: transient, message: '('}]}",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shardflow import batch_handler
-from shardflow.errors import ConfigError
+from shardflow.errors import HandlerLoadError
 from shardflow.worker.context import RateLimiter, TaskContext
 from shardflow.worker.handler import adapt_handler, check_output, load_handler
 
@@ -119,12 +119,14 @@ def test_any_other_output_is_refused_with_its_type(out: Any, name: str) -> None:
         (":process", "expected 'module:function'"),
         ("enrich.py:", "expected 'module:function'"),
         ("missing.py:process", "does not exist"),
-        ("enrich.py:nope", "has no attribute 'nope'"),
-        ("enrich.py:VALUE", "is not callable"),
+        ("enrich.py:nope", "enrich.py has no 'nope' \\(it defines NoProcess\\)"),
+        ("enrich.py:VALUE", "is a int, not a function or class"),
         ("enrich.py:NoProcess", "needs a process"),
     ],
 )
-def test_a_wrong_handler_spec_is_a_config_error(tmp_path: Path, spec: str, message: str) -> None:
+def test_a_wrong_handler_spec_is_a_handler_load_error(
+    tmp_path: Path, spec: str, message: str
+) -> None:
     _write(
         tmp_path / "enrich.py",
         """
@@ -135,7 +137,7 @@ def test_a_wrong_handler_spec_is_a_config_error(tmp_path: Path, spec: str, messa
                 pass
         """,
     )
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(HandlerLoadError, match=message):
         load_handler(spec, tmp_path)
 
 

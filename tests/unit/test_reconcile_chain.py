@@ -13,12 +13,12 @@ import pytest
 
 from shardflow.config import config_from_snapshot
 from shardflow.coordinator.chain import main, slot_handles, step, submit_next
-from shardflow.coordinator.round import FOLLOWUP_GROUP
+from shardflow.coordinator.round import FOLLOWUP_GROUP, START_LIMIT
 from shardflow.coordinator.services import Services
 from shardflow.models import ErrorClass, Event, Job, JobStatus, Task, TaskGroup
 from shardflow.objectstore.memory import MemoryObjectStore
 from shardflow.queue.memory import MemoryQueue
-from shardflow.statestore.base import SETUP_FAILURES, lease_task, retry_later
+from shardflow.statestore.base import LOAD_FAILURES, SETUP_FAILURES, lease_task, retry_later
 from shardflow.statestore.memory import MemoryStateStore
 from shardflow.statestore.sqlite import SqliteStateStore
 
@@ -143,3 +143,28 @@ def test_slots_that_all_fail_in_the_handlers_setup_fail_the_job(tmp_path: Path) 
     assert job.message is not None
     assert "setup failed in 3 worker slots" in job.message
     assert "OSError: no GPU" in job.message
+
+
+def test_one_slot_that_cannot_load_the_handler_fails_the_job_at_once(tmp_path: Path) -> None:
+    svc, slept = _services(tmp_path, Job(job_id=JOB, name="x", status=JobStatus.RUNNING))
+    svc.state.add_counters(JOB, {LOAD_FAILURES: 1})
+    error = "handler 'h.py:f': h.py has no 'f'"
+    svc.state.append_event(Event(JOB, "handler_load_failed", NOW, "s1", {"error": error}))
+    assert step(svc, JOB, sleep=slept.append) == "failed"
+    assert getattr(svc.executor, "started", 0) == 0  # no slot is started for it
+    job = svc.state.get_job(JOB)
+    assert job is not None
+    assert job.status is JobStatus.FAILED
+    assert job.message == f"the handler cannot be loaded: {error}; fix the job file or the handler"
+
+
+def test_slots_that_keep_exiting_before_a_lease_fail_the_job(tmp_path: Path) -> None:
+    svc, slept = _services(tmp_path, Job(job_id=JOB, name="x", status=JobStatus.RUNNING))
+    outcomes = [step(svc, JOB, sleep=slept.append) for _ in range(START_LIMIT + 1)]
+    # a group is started per link while none comes up; then the job fails, loudly
+    assert outcomes == ["waited"] * START_LIMIT + ["failed"]
+    job = svc.state.get_job(JOB)
+    assert job is not None
+    assert job.status is JobStatus.FAILED
+    assert job.message is not None
+    assert f"{START_LIMIT} groups of worker slots exited before any" in job.message

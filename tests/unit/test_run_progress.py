@@ -69,3 +69,38 @@ def test_a_job_whose_size_is_not_known_yet_shows_an_empty_bar() -> None:
     view = ProgressView(stream)
     view(_progress(0, 0, total_items=None))
     assert stream.getvalue().startswith(f"\r[{'-' * 30}]   0.0% 0/0 items")
+
+
+def test_a_log_line_on_a_terminal_clears_the_bar_and_the_bar_comes_back_below() -> None:
+    import logging
+
+    from shardflow.observability.logging import configure_logging
+
+    stream = _Terminal()
+    view = ProgressView(stream)
+    configure_logging("INFO", view.log_stream)
+    try:
+        view(_progress(90, 10))
+        logging.getLogger("shardflow.test").info("started 2 worker slots")
+        view.close()
+    finally:
+        configure_logging("INFO")
+    text = stream.getvalue()
+    bar = text[: text.index("\x1b[K")]
+    after = text[text.index("\x1b[K") + 3 :]
+    # the bar, erased; the log line on a line of its own; the bar drawn again
+    assert bar.startswith("\r[")
+    assert bar.endswith("\r")
+    log_line, redrawn = after.split("\n", 1)
+    assert "INFO    started 2 worker slots" in log_line
+    assert "items" not in log_line  # no piece of the bar is left on it
+    assert redrawn.startswith("\r[")
+    assert redrawn.endswith(" \n")
+
+
+def test_a_log_line_without_a_bar_is_just_written() -> None:
+    stream = io.StringIO()
+    view = ProgressView(stream)
+    view.log_stream.write("a line\n")
+    assert stream.getvalue() == "a line\n"
+    assert not view.log_stream.isatty()

@@ -66,18 +66,41 @@ def _load(job_file: Path, sets: Sequence[str]) -> LoadedConfig:
         _report(exc.problems, job_file)
 
 
+def _where(loaded: LoadedConfig, field: str) -> tuple[str, int | None]:
+    """The file and line that set ``field`` (``--set`` for the command line)."""
+    origin = loaded.origins.get(field, "")
+    if origin.startswith(("file:", "user:")):
+        where, _, number = origin.partition(":")[2].rpartition(":")
+        return where, int(number) if number.isdigit() else None
+    if origin:
+        return ("--set" if origin == "cli" else origin), None
+    return "<config>", None
+
+
+def check_handler_field(
+    loaded: LoadedConfig, strict: bool
+) -> tuple[list[ConfigProblem], list[str]]:
+    """The handler, found without running its code (:func:`check_handler`): problems, and
+    warnings (a module not installed here; a problem with ``strict``)."""
+    from shardflow.worker.handler import check_handler
+
+    found = check_handler(loaded.config.handler, loaded.base_dir)
+    file, line = _where(loaded, "handler")
+    if found.problem:
+        return [ConfigProblem(file, line, None, "handler", found.problem)], []
+    if found.warning:
+        if strict:
+            return [ConfigProblem(file, line, None, "handler", found.warning)], []
+        return [], [str(ConfigProblem(file, line, None, "handler", found.warning))]
+    return [], []
+
+
 def check_inputs(loaded: LoadedConfig) -> tuple[int, list[ConfigProblem]]:
     """Count the local input files the config names; a glob or path matching none is a
     problem. Remote URLs (``s3://``) count one each and are not contacted."""
     raw = loaded.config.input.path
     entries = [raw] if isinstance(raw, str) else list(raw)
-    origin = loaded.origins.get("input.path", "")
-    file, line = "<config>", None
-    if origin.startswith(("file:", "user:")):
-        where, _, number = origin.partition(":")[2].rpartition(":")
-        file, line = where, int(number) if number.isdigit() else None
-    elif origin:
-        file = "--set" if origin == "cli" else origin
+    file, line = _where(loaded, "input.path")
     matched, problems = 0, []
     for i, entry in enumerate(entries):
         local = url2pathname(urlparse(entry).path) if entry.startswith("file://") else entry
@@ -99,20 +122,28 @@ def check_inputs(loaded: LoadedConfig) -> tuple[int, list[ConfigProblem]]:
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
 @set_option
-def validate(job_file: Path, sets: tuple[str, ...]) -> None:
+@click.option(
+    "--strict", is_flag=True, help="A handler module not installed here is a problem too."
+)
+def validate(job_file: Path, sets: tuple[str, ...], strict: bool) -> None:
     """Check JOB_FILE and report every problem, one per line (exit 2 if any).
 
-    Input files are only looked up: a path or glob that matches nothing is a problem.
+    Input files are only looked up: a path or glob that matches nothing is a problem. The
+    handler is found without running it: its file must exist and define the name; a
+    module not installed here is a warning (it may exist on the cluster's nodes only).
 
     \b
     Example:
       shardflow validate job.yaml
-      shardflow validate job.yaml --set resources.slots=8
+      shardflow validate job.yaml --set resources.slots=8 --strict
     """
     loaded = _load(job_file, sets)
+    handler_problems, warnings = check_handler_field(loaded, strict)
     count, problems = check_inputs(loaded)
-    if problems:
-        _report(problems, job_file)
+    for warning in warnings:
+        click.echo(f"warning: {printable(warning)}", err=True)
+    if handler_problems or problems:
+        _report([*handler_problems, *problems], job_file)
     files = "file" if count == 1 else "files"
     click.echo(f"ok: {printable(loaded.config.name)} ({count} input {files} matched)")
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
+
+from shardflow.errors import ShardflowError
 
 # name → (module, attribute, one-line help). Help is here so `--help` imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -92,7 +95,10 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shardflow")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, envvar="SHARDFLOW_DEBUG", help="Show tracebacks of errors too."
+)
+def cli(debug: bool) -> None:
     """shardflow runs one Python function over millions of records, durably.
 
     \b
@@ -100,6 +106,11 @@ def cli() -> None:
       shardflow run examples/quickstart/job.yaml
       shardflow status            # recent jobs
     """
+    DEBUG[0] = debug
+
+
+DEBUG = [False]
+"""Whether ``--debug`` was given: errors then show their traceback."""
 
 
 def main() -> None:
@@ -119,6 +130,23 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ShardflowError as exc:
+        # an expected failure (a store that cannot be reached, a resource missing, ...):
+        # one line, no traceback
+        if DEBUG[0]:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if DEBUG[0]:
+            traceback.print_exc()
+        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            "this is a bug in shardflow: please report it with the output of the same "
+            "command run with --debug (shardflow --debug ...)",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

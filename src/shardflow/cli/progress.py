@@ -1,4 +1,8 @@
-"""Progress display for `shardflow run`: a bar on a terminal, log lines otherwise."""
+"""Progress display for `shardflow run`: a bar on a terminal, log lines otherwise.
+
+On a terminal the bar owns the last line: a log line printed meanwhile first clears it,
+then the bar is drawn again below the log line (:attr:`ProgressView.log_stream`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ class ProgressView:
         self.started = time.monotonic()
         self.last_line = 0.0
         self.drawn = False
+        self._bar = ""
+        self.log_stream = _AroundTheBar(self)
 
     def __call__(self, p: Progress) -> None:
         total = p.job.total_items or 0
@@ -35,6 +41,7 @@ class ProgressView:
                 f"ETA {eta:,.0f}s  failed {failed}  tasks {tasks_done}/{p.job.total_tasks}  "
                 f"slots {p.slots} "
             )
+            self._bar = line
             self.stream.write(line)
             self.stream.flush()
             self.drawn = True
@@ -50,3 +57,32 @@ class ProgressView:
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+        self.drawn = False
+        self._bar = ""
+
+    def write_above(self, text: str) -> None:
+        """Write ``text`` (whole lines) above the bar: clear it, write, draw it again."""
+        if self.tty and self._bar:
+            self.stream.write("\r\033[K")
+            self.stream.write(text)
+            self.stream.write(self._bar)
+        else:
+            self.stream.write(text)
+        self.stream.flush()
+
+
+class _AroundTheBar:
+    """A text stream for log records that keeps the progress bar on the last line."""
+
+    def __init__(self, view: ProgressView) -> None:
+        self._view = view
+
+    def write(self, text: str) -> int:
+        self._view.write_above(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._view.stream.flush()
+
+    def isatty(self) -> bool:
+        return self._view.tty

@@ -31,17 +31,18 @@ set_option = click.option(
 job_id_option = click.option("--job-id", default=None, help="Job id; the same id resumes that job.")
 
 
-def _prepare(job_file: Path, sets: Sequence[str]) -> tuple[Any, Any]:
+def _prepare(job_file: Path, sets: Sequence[str], log_stream: Any = None) -> tuple[Any, Any]:
     from shardflow.backends import local_workspace
     from shardflow.coordinator.services import open_services
     from shardflow.observability.logging import configure_logging
 
     loaded = load_config_or_exit(job_file, sets)
-    configure_logging(loaded.config.logging.level)
+    configure_logging(loaded.config.logging.level, log_stream)
     workspace = local_workspace(loaded.config.backends.state, Path(".shardflow"))
     workspace.mkdir(parents=True, exist_ok=True)
     try:
         svc = open_services(loaded.config, workspace)
+        svc.executor.preflight()
     except ShardflowError as exc:
         fail(str(exc))
     return loaded, svc
@@ -98,11 +99,11 @@ def run(job_file: Path, sets: tuple[str, ...], job_id: str | None, as_json: bool
     from shardflow.cli.progress import ProgressView
     from shardflow.coordinator.drive import drive
 
-    loaded, svc = _prepare(job_file, sets)
+    view = ProgressView()
+    loaded, svc = _prepare(job_file, sets, view.log_stream)
     submission = _submit(loaded, svc, job_id, start=True, chain=False)
     job_id = submission.job.job_id
     click.echo(f"job {job_id}: {submission.job.total_tasks} tasks", err=True)
-    view = ProgressView()
     try:
         job = drive(svc, job_id, on_progress=view)
     except NotFoundError as exc:

@@ -20,7 +20,7 @@ from shardflow.errors import NotFoundError
 from shardflow.executors.base import SlotSpec
 from shardflow.executors.local import worker_argv
 from shardflow.models import Event, Job, JobStatus, TaskGroup, TaskStatus
-from shardflow.statestore.base import SETUP_FAILURES, task_counts, update_job
+from shardflow.statestore.base import LOAD_FAILURES, SETUP_FAILURES, task_counts, update_job
 
 log = logging.getLogger("shardflow.coordinator")
 
@@ -28,6 +28,9 @@ FOLLOWUP_GROUP = "slurm-reconcile"
 """Task groups of this executor name hold reconcile links (Slurm), not worker slots."""
 
 ROUND_RUNNING, ROUND_MAP_DONE, ROUND_ENDED = "running", "map_done", "ended"
+
+START_LIMIT = 5
+"""Groups of slots started with no task ever leased, after which the job fails."""
 
 SETUP_FAILURE_LIMIT = 3
 """Slots whose handler setup failed, with no task done yet, after which the job fails
@@ -88,34 +91,60 @@ def run_round(svc: Services, job_id: str) -> RoundResult:
     result = RoundResult(job, ROUND_RUNNING, report, counters, alive)
     if report.remaining == 0 and job.status is JobStatus.RUNNING:
         return RoundResult(job, ROUND_MAP_DONE, report, counters, alive)
-    if setup_never_works(counters):
+    failed = slots_cannot_start(svc, job_id, counters)
+    if failed is not None:
         svc.executor.cancel(alive)
-        return RoundResult(fail_on_setup(svc, job_id, counters), ROUND_ENDED, report, counters)
+        return RoundResult(failed, ROUND_ENDED, report, counters)
     if not job.paused and _work_ready(svc, job_id, report):
         # keep the configured number of slots while work waits (a slot that died, or one
         # stopped past its lease, is replaced; a busy one is not doubled)
         missing = specs.slot_count(svc.cfg, report.runnable or 1) - len(alive)
         if missing > 0 and (not alive or report.counts.get(TaskStatus.PENDING, 0) > 0):
-            round_no = len(state.list_task_groups(job_id)) + 1
-            alive = alive + start_group(svc, job, round_no, missing)
+            groups = state.list_task_groups(job_id)
+            started = sum(g.executor != FOLLOWUP_GROUP for g in groups)
+            if started >= START_LIMIT and not counters.get("attempts", 0):
+                # slots that keep exiting before they lease anything: starting more would
+                # only loop (a store they cannot reach, a node that cannot run Python)
+                message = (
+                    f"{started} groups of worker slots exited before any of them took a task; "
+                    f"see why in their logs: shardflow logs {job_id}"
+                )
+                log.error("%s", message)
+                svc.executor.cancel(alive)
+                failed = update_job(
+                    state, job_id, now=svc.clock(), status=JobStatus.FAILED, message=message
+                )
+                return RoundResult(failed, ROUND_ENDED, report, counters)
+            alive = alive + start_group(svc, job, len(groups) + 1, missing)
             result = RoundResult(job, ROUND_RUNNING, report, counters, alive)
     return result
 
 
-def setup_never_works(counters: Mapping[str, int]) -> bool:
-    done = task_counts(counters)[TaskStatus.SUCCEEDED]
-    return counters.get(SETUP_FAILURES, 0) >= SETUP_FAILURE_LIMIT and not done
-
-
-def fail_on_setup(svc: Services, job_id: str, counters: Mapping[str, int]) -> Job:
-    last = [e for e in svc.state.list_events(job_id) if e.kind == "setup_failed"][-1:]
-    error = str(last[0].detail.get("error", "")) if last else "see the slot logs"
-    message = (
-        f"the handler's setup failed in {counters.get(SETUP_FAILURES, 0)} worker slots and no "
-        f"task could run: {error} (slot logs: shardflow logs {job_id}); fix it and run again"
-    )
+def slots_cannot_start(svc: Services, job_id: str, counters: Mapping[str, int]) -> Job | None:
+    """Fail the job (and return it) when no slot can ever run its handler: one slot could
+    not load it, or its setup failed in :data:`SETUP_FAILURE_LIMIT` slots, and no task is
+    done. None when slots can start."""
+    if task_counts(counters)[TaskStatus.SUCCEEDED]:
+        return None
+    if counters.get(LOAD_FAILURES, 0):
+        error = _last_error(svc, job_id, "handler_load_failed")
+        message = f"the handler cannot be loaded: {error}; fix the job file or the handler"
+    elif counters.get(SETUP_FAILURES, 0) >= SETUP_FAILURE_LIMIT:
+        error = _last_error(svc, job_id, "setup_failed")
+        message = (
+            f"the handler's setup failed in {counters.get(SETUP_FAILURES, 0)} worker slots "
+            f"and no task could run: {error} (slot logs: shardflow logs {job_id}); fix it "
+            "and run again"
+        )
+    else:
+        return None
     log.error("%s", message)
     return update_job(svc.state, job_id, now=svc.clock(), status=JobStatus.FAILED, message=message)
+
+
+def _last_error(svc: Services, job_id: str, kind: str) -> str:
+    last = [e for e in svc.state.list_events(job_id) if e.kind == kind][-1:]
+    return str(last[0].detail.get("error", "")) if last else "see the slot logs"
 
 
 def _work_ready(svc: Services, job_id: str, report: ReconcileReport) -> bool:

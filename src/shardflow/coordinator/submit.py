@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shardflow.catalog import part_of, part_size, task_id_for
-from shardflow.errors import ShardflowError, UsageError
+from shardflow.errors import InputError, ShardflowError, UsageError
 from shardflow.faults import fault_point
 from shardflow.layout import Layout, slugify, validate_id
 from shardflow.manifests import (
@@ -93,11 +93,14 @@ def submit_job(
     then overlaps the first batches.
     """
     from shardflow.coordinator.specs import split_spec
+    from shardflow.split.sources import expand_inputs
 
     now = clock()
     job_id = validate_id(job_id, "job id") if job_id else new_job_id(loaded.config.name, now)
     snapshot = job_snapshot(loaded, workspace)
     check_no_embedded_credentials(snapshot["config"])
+    # an input that is not there is said before any job exists
+    expand_inputs(split_spec(loaded.config).paths)
     job = Job(
         job_id=job_id,
         name=loaded.config.name,
@@ -114,6 +117,40 @@ def submit_job(
             f"job {job_id} already exists with a different config; "
             "resume it with the same config, or choose another --job-id"
         )
+    try:
+        return _submit_created(
+            loaded, existing, created, state, store, queue_for, clock, on_dispatch
+        )
+    except ShardflowError as exc:
+        # whatever stops a job before its tasks are all out leaves no live job behind
+        _fail_unsplit(state, job_id, clock(), exc)
+        raise
+
+
+def _fail_unsplit(state: StateStore, job_id: str, now: float, exc: Exception) -> None:
+    try:
+        job = state.get_job(job_id)
+        if job is not None and job.status in (JobStatus.PENDING, JobStatus.SPLITTING):
+            update_job(state, job_id, now=now, status=JobStatus.FAILED, message=str(exc)[:2000])
+            state.append_event(Event(job_id, "failed", now, actor(), {"error": str(exc)[:500]}))
+    except ShardflowError as store_exc:  # the store itself is what failed
+        log.warning("could not mark job %s failed: %s", job_id, store_exc)
+
+
+def _submit_created(
+    loaded: LoadedConfig,
+    job: Job,
+    created: bool,
+    state: StateStore,
+    store: ObjectStore,
+    queue_for: Callable[[str], Queue],
+    clock: Callable[[], float],
+    on_dispatch: Callable[[Job, int | None], None] | None,
+) -> Submission:
+    from shardflow.coordinator.specs import split_spec
+
+    job_id, now = job.job_id, job.created_at
+    snapshot = job.config
     if created:
         state.append_event(Event(job_id, "submitted", now, actor(), {"name": job.name}))
         audit.record(
@@ -124,7 +161,6 @@ def submit_job(
             at=now,
             detail=audit.submission_detail(snapshot["config"]),
         )
-    job = existing
     layout = Layout(job_id)
     if job.status not in (JobStatus.PENDING, JobStatus.SPLITTING):
         if on_dispatch is not None:
@@ -139,6 +175,16 @@ def submit_job(
     if on_dispatch is not None and _input_bytes(split_spec(loaded.config)) >= EARLY_SLOTS_BYTES:
         publisher.first_dispatch(job, None)
     plan = _split(loaded, job, store, layout, split_spec(loaded.config), clock, publisher)
+    if plan.records == 0:
+        inputs = ", ".join(i.url for i in plan.inputs)
+        raise InputError(
+            f"{inputs}: no record to process"
+            + (
+                f" ({plan.rejected} lines rejected, see `shardflow status {job_id}`)"
+                if plan.rejected
+                else " (the input is empty)"
+            )
+        )
     config = dict(job.config)
     config["split"] = {
         "records": plan.records,

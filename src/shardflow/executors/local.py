@@ -48,6 +48,9 @@ class LocalExecutor:
             handles.append(handle)
         return handles
 
+    def preflight(self) -> None:
+        """Nothing to check: processes of this machine can always be started."""
+
     def poll(self, handles: Sequence[str]) -> dict[str, SlotState]:
         """One state per slot. A slot stopped by a signal (SIGSTOP) counts as not active: it
         does no work, its leases lapse, and another slot is started for its tasks."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -98,6 +99,24 @@ class SlurmExecutor:
         self._config: dict[str, str] | None = None
 
     # ---- cluster facts ------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Refuse, before a job is made, what would fail at the first sbatch: no Slurm
+        commands on this machine, or a partition the cluster does not have."""
+        if shutil.which("sbatch") is None:
+            raise SlurmError(
+                "backends.executor is slurm but sbatch is not on this machine's PATH: run "
+                "from a Slurm login node, or set backends.executor: local"
+            )
+        partition = self.settings.resources.partition
+        if partition:
+            out = self.commands.check(["sinfo", "-h", "-o", "%R"])
+            known = sorted({line.strip() for line in out.splitlines() if line.strip()})
+            if partition not in known:
+                raise SlurmError(
+                    f"resources.partition: Slurm has no partition {partition!r} "
+                    f"(it has: {', '.join(known) or 'none'})"
+                )
 
     def cluster_config(self) -> dict[str, str]:
         """``scontrol show config`` as a dict (read once per executor)."""

@@ -119,6 +119,8 @@ def cas_each(store: StateStore, writes: Sequence[TaskWrite]) -> list[Task | None
 
 SETUP_FAILURES = "slots.setup_failed"
 """The job counter of worker slots whose handler setup raised (they took no task)."""
+LOAD_FAILURES = "slots.load_failed"
+"""The job counter of worker slots that could not load the handler at all."""
 
 
 def status_counter(status: TaskStatus) -> str:

@@ -22,16 +22,28 @@ from shardflow.backends import (
     register_input_schemes,
 )
 from shardflow.catalog import TaskCatalog
-from shardflow.errors import InvalidIdError, NotFoundError, ShardflowError, StopRequested
+from shardflow.errors import (
+    HandlerLoadError,
+    InvalidIdError,
+    NotFoundError,
+    ShardflowError,
+    StopRequested,
+)
 from shardflow.layout import Layout, LocalPaths, validate_id
 from shardflow.models import Event, Job, JobStatus
 from shardflow.observability.logging import configure_logging, set_log_fields
 from shardflow.queue.base import SQS_MAX_BATCH, SQS_MAX_DELAY_SECONDS, Message, Queue
 from shardflow.ratelimit.client import make_limiter
-from shardflow.statestore.base import SETUP_FAILURES, StateStore, lease_task, lease_wait
+from shardflow.statestore.base import (
+    LOAD_FAILURES,
+    SETUP_FAILURES,
+    StateStore,
+    lease_task,
+    lease_wait,
+)
 from shardflow.worker.commit import CommitGroup
 from shardflow.worker.context import TaskContext
-from shardflow.worker.handler import LoadedHandler, load_handler
+from shardflow.worker.handler import LoadedHandler, check_handler, load_handler
 from shardflow.worker.items import ItemRunner
 from shardflow.worker.lease import LeaseKeeper
 from shardflow.worker.task import Finished, SlotTools, TaskAttempt, WorkerEnv
@@ -108,13 +120,19 @@ def _handler(cfg: Any, base_dir: Path) -> LoadedHandler:
     if cfg.worker.isolation:
         from shardflow.worker.isolation import IsolatedHandler
 
+        # the child loads the handler; what can be known without running it is known now
+        found = check_handler(cfg.handler, base_dir)
+        if found.problem:
+            raise HandlerLoadError(found.problem)
         timeout = float(cfg.worker.item_timeout) if cfg.worker.item_timeout else None
         return IsolatedHandler(cfg.handler, base_dir, cfg.retry.to_class_rules(), timeout)
     return load_handler(cfg.handler, base_dir)
 
 
 def run_slot(options: SlotOptions) -> int:
-    """Run the slot loop; 0 when it ended normally (queue empty, stop, pause), 2 on bad use."""
+    """Run the slot loop; 0 when it ended normally (queue empty, stop, pause), 2 on bad use,
+    3 (:data:`SETUP_FAILED`) when the handler cannot be loaded or set up (recorded for the
+    coordinator, which fails the job rather than start slots that would do the same)."""
     configure_logging("INFO", json=True)
     set_log_fields(job_id=options.job_id, slot=options.slot)
     try:
@@ -126,6 +144,12 @@ def run_slot(options: SlotOptions) -> int:
         if job is None:
             raise NotFoundError(f"job {options.job_id} not found in {options.state_url}")
         env = build_env(options, job)
+    except HandlerLoadError as exc:
+        # the handler cannot be loaded: no slot ever will, so the coordinator is told and
+        # fails the job at once instead of starting more slots
+        _record_start_failure(state, options, LOAD_FAILURES, "handler_load_failed", str(exc))
+        log.error("the handler cannot be loaded; this slot takes no task: %s", exc)
+        return SETUP_FAILED
     except ShardflowError as exc:
         log.error("worker cannot start: %s", exc)
         return 2
@@ -168,23 +192,31 @@ def run_slot(options: SlotOptions) -> int:
 
 
 SETUP_FAILED = 3
-"""A slot's exit code when the handler's setup raised (it took no task)."""
+"""A slot's exit code when the handler could not be loaded or its setup raised (it took
+no task)."""
 
 
 def _setup_failed(env: WorkerEnv, exc: Exception) -> None:
     """Log the handler's setup error and tell the coordinator (a counter and an event with
     the error, redacted), which fails the job when no slot can start."""
+    log.error("the handler's setup failed; this slot takes no task: %s", exc, exc_info=True)
+    error = f"{type(exc).__name__}: {exc}"
+    _record_start_failure(env.state, env, SETUP_FAILURES, "setup_failed", error)
+
+
+def _record_start_failure(
+    state: StateStore, slot: SlotOptions | WorkerEnv, counter: str, kind: str, error: str
+) -> None:
+    """Count a slot that could not start and record why (redacted) in the job's events."""
     from shardflow.security.redact import Redactor
 
-    error = Redactor.from_environ().redact(f"{type(exc).__name__}: {exc}")[:500]
-    log.error("the handler's setup failed; this slot takes no task: %s", error, exc_info=True)
+    job_id = slot.job.job_id if isinstance(slot, WorkerEnv) else slot.job_id
+    text = Redactor.from_environ().redact(error)[:500]
     try:
-        env.state.add_counters(env.job.job_id, {SETUP_FAILURES: 1})
-        env.state.append_event(
-            Event(env.job.job_id, "setup_failed", env.clock(), env.slot, {"error": error})
-        )
+        state.add_counters(job_id, {counter: 1})
+        state.append_event(Event(job_id, kind, slot.clock(), slot.slot, {"error": text}))
     except ShardflowError as store_exc:
-        log.warning("could not record the setup failure: %s", store_exc)
+        log.warning("could not record why the slot could not start: %s", store_exc)
 
 
 def _loop(env: WorkerEnv, options: SlotOptions) -> int:
