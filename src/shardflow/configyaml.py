@@ -3,7 +3,9 @@
 Job files, user configs, ``--set`` values and environment values are all read here. The
 reader keeps YAML 1.2 (core schema) meanings (``no`` is a string, ``010`` is ten) and
 refuses what a config never needs but an attacker could use: tags, more than
-:data:`MAX_ALIASES` aliases, documents that expand to more than :data:`MAX_NODES` nodes,
+:data:`MAX_ALIASES` aliases, nesting deeper than :data:`MAX_DEPTH` (refused as the parser
+reaches it: deep flow lists parse in quadratic time, deep mappings would exhaust the
+stack), documents that expand to more than :data:`MAX_NODES` nodes,
 recursive aliases, files over :data:`MAX_FILE_BYTES` and text that is not UTF-8. Every
 refusal is a :class:`~shardflow.errors.ConfigError` with file, line and column (1-based).
 
@@ -15,6 +17,7 @@ collected as problems (the first value is kept) so that validation can go on.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError, YAMLWarning
-from ruamel.yaml.events import AliasEvent, DocumentStartEvent
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentStartEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
@@ -30,6 +38,7 @@ from shardflow.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "MAX_ALIASES",
+    "MAX_DEPTH",
     "MAX_FILE_BYTES",
     "MAX_NODES",
     "KeyPath",
@@ -43,6 +52,7 @@ __all__ = [
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 100
+MAX_DEPTH = 64  # nested lists and mappings; a job file needs 4
 MAX_NODES = 10_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -146,10 +156,31 @@ class _SyntaxError(ConfigError):
     """Text that is not YAML at all (as opposed to YAML this reader refuses)."""
 
 
+# quoted strings and comments, whose brackets do not nest anything
+_NOT_BRACKETS = re.compile(r"'(?:[^'\n]|'')*'|\"(?:[^\"\\\n]|\\.)*\"|#[^\n]*")
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _check_flow_depth(text: str, file: str) -> None:
+    """Refuse flow collections (``[[[…``, ``{a: {…``) nested deeper than MAX_DEPTH
+    before the parser sees them: its scanner reads a flow collection's opening brackets
+    ahead, in quadratic time, before the first event comes out."""
+    depth = 0
+    for match in _BRACKET.finditer(_NOT_BRACKETS.sub(lambda m: " " * len(m[0]), text)):
+        depth += 1 if match[0] in "[{" else -1
+        if depth > MAX_DEPTH:
+            line = text.count("\n", 0, match.start()) + 1
+            col = match.start() - text.rfind("\n", 0, match.start())
+            raise _fail(
+                file, f"lists and mappings nested more than {MAX_DEPTH} deep: refused", line, col
+            )
+
+
 def _compose(text: str, file: str) -> Node | None:
     """The node graph of one YAML 1.2 document, after the safety checks (ConfigError)."""
+    _check_flow_depth(text, file)
     yaml = YAML(typ="rt")
-    aliases = 0
+    aliases = depth = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", YAMLWarning)  # a re-used anchor is legal YAML
@@ -162,6 +193,11 @@ def _compose(text: str, file: str) -> Node | None:
                     message = f"YAML tags such as {tag!s} are not allowed: write a plain value"
                     raise _fail(file, message, line, col)
                 aliases += isinstance(event, AliasEvent)
+                depth += isinstance(event, CollectionStartEvent)
+                depth -= isinstance(event, CollectionEndEvent)
+                if depth > MAX_DEPTH:
+                    message = f"lists and mappings nested more than {MAX_DEPTH} deep: refused"
+                    raise _fail(file, message, line, col)
                 if aliases > MAX_ALIASES:
                     raise _fail(file, f"more than {MAX_ALIASES} aliases (*name): refused", line)
             root: Node | None = yaml.compose(text)

@@ -3,6 +3,7 @@ repeat, resolve, one-shot alerts and retried deliveries."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -260,3 +261,46 @@ def _fields(job: Job) -> dict[str, object]:
     import dataclasses
 
     return {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
+
+
+def test_a_malformed_channel_url_fails_only_that_channel_and_is_not_printed(
+    state: MemoryStateStore,
+    http_receiver: HttpReceiver,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "T0SECRETPATH0123456789"
+    cfg = AlertsConfig.model_validate(
+        {
+            "rules": {"stalled": {"after": "10m"}},
+            "channels": [
+                # a port that is not a number: http.client raises InvalidURL with the URL
+                {"type": "slack", "url": f"http://hooks.example.com:80x/services/{secret}"},
+                {"type": "webhook", "url": f"{http_receiver.base}/hook"},
+            ],
+        }
+    )
+    channels = build_channels(cfg.channels)
+
+    def one_pass(now: float) -> PassReport:
+        return run_pass(
+            state,
+            cfg,
+            channels,
+            tmp_path / "alerts.json",
+            now=now,
+            workspace=tmp_path,
+            probe=healthy,
+        )
+
+    one_pass(T0)
+    with caplog.at_level(logging.ERROR):
+        report = one_pass(T0 + 11 * MIN)
+    assert [channel for _, _, channel in report.sent] == ["webhook-2"]
+    assert len(http_receiver.at("/hook")) == 1
+    (failure,) = report.failures
+    assert failure.startswith(
+        "slack-1: trigger stalled/enrich-0425: the channel's URL is malformed"
+    )
+    assert secret not in failure
+    assert secret not in caplog.text

@@ -63,7 +63,7 @@ def tokens(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 @pytest.fixture
 def client(state: SqliteStateStore, tokens: tuple[Path, dict[str, str]]) -> Iterator[TestClient]:
-    app = create_app(state, load_token_file(tokens[0]))
+    app = create_app(state, load_token_file(tokens[0]), allowed_hosts=["dash.example.org"])
     with TestClient(app, base_url="http://127.0.0.1:8321") as c:
         yield c
 
@@ -181,6 +181,44 @@ def test_session_actions_need_the_csrf_token_and_the_same_origin(
     flash = client.get(f"/jobs/{JOB}")
     assert f"paused {JOB}" in flash.text
     assert f"paused {JOB}" not in client.get(f"/jobs/{JOB}").text  # shown once
+
+
+def test_sign_out_revokes_the_session_even_for_a_kept_cookie(
+    client: TestClient, state: SqliteStateStore, tokens: tuple[Path, dict[str, str]]
+) -> None:
+    csrf = _session(client, tokens[1]["operator"])
+    kept = client.cookies.get(SESSION_COOKIE)
+    assert kept
+    same = {"Origin": "http://127.0.0.1:8321", "Sec-Fetch-Site": "same-origin"}
+    out = client.post("/logout", data={"csrf": csrf}, headers=same, follow_redirects=False)
+    assert out.status_code == 303
+    client.cookies.set(SESSION_COOKIE, kept)  # the old cookie, copied before sign-out
+    assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
+    url = f"/jobs/{JOB}/actions/pause"
+    assert client.post(url, data={"csrf": csrf}, headers=same).status_code == 401
+    job = state.get_job(JOB)
+    assert job is not None
+    assert not job.paused
+
+
+@pytest.mark.parametrize(
+    ("host", "served"),
+    [
+        ("127.0.0.1:8321", True),
+        ("[::1]:8321", True),
+        ("localhost:8321", True),
+        ("dash.example.org", True),  # a name given with --allow-host
+        ("DASH.example.org:8321", True),
+        ("evil.example", False),  # DNS rebinding: the attacker's name, our address
+        ("127.0.0.1.evil.example", False),
+        ("", False),
+    ],
+)
+def test_a_request_for_another_host_name_is_refused(
+    client: TestClient, host: str, served: bool
+) -> None:
+    response = client.get("/healthz", headers={"Host": host})
+    assert (response.status_code == 200) is served, response.text
 
 
 def test_metrics_endpoint_is_valid_prometheus_text(

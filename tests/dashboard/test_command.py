@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.dashboard.conftest import QUICKSTART_JOB, Workspace
 
 COMMAND = (
@@ -67,8 +69,14 @@ def test_dashboard_command_prints_tokens_once_and_serves_the_job(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    operator = re.search(r"operator \(view and act\): (sfo_\S+)", output)
-    readonly = re.search(r"read-only \(view\):\s+(sfr_\S+)", output)
+    # stdout is not a terminal (a log file others may read): the tokens go to a 0600
+    # file, and only its path is printed
+    shown = tmp_path / "tokens.json.new-tokens.txt"
+    assert f"the new tokens are in {shown} (mode 600)" in output
+    assert "sfo_" not in output
+    assert stat.S_IMODE(shown.stat().st_mode) == 0o600
+    operator = re.search(r"operator \(view and act\): (sfo_\S+)", shown.read_text())
+    readonly = re.search(r"read-only \(view\):\s+(sfr_\S+)", shown.read_text())
     assert operator is not None, output
     assert readonly is not None, output
     assert f"dashboard on {base}" in output
@@ -84,6 +92,12 @@ def test_dashboard_command_prints_tokens_once_and_serves_the_job(
     )
     try:
         wait_until_up(f"{base}/healthz", proc)
+        # a DNS-rebinding page reaches the server under the attacker's name: refused
+        headers = {"Host": "evil.example:80"}
+        rebound = urllib.request.Request(f"{base}/login", headers=headers)  # noqa: S310
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)  # noqa: S310 (loopback)
+        assert refused.value.code == 400
         context = chromium.new_context()
         page = context.new_page()
         page.goto(f"{base}/jobs/{QUICKSTART_JOB}")

@@ -329,3 +329,36 @@ def test_transaction_that_keeps_conflicting_fails_after_bounded_tries(
         store.cas_task(dataclasses.replace(task, attempt=1), 0, {"attempts": 1})
     assert len(sent) == 8
     assert store.get_task(JOB, task.task_id) == task
+
+
+def test_items_planted_in_another_jobs_index_partitions_are_not_listed(
+    store: DynamoDbStateStore,
+) -> None:
+    from shardflow.statestore.codec import encode_model
+
+    store.create_job(Job(job_id=JOB, name="victim"))
+    store.register_tasks(tasks(2))
+    # a worker of job-evil may write items in its own partition, index keys included
+    fake_task = Task(job_id=JOB, task_id="t999999", batch_id="b999999")
+    fake_job = Job(job_id="job-fake", name="planted")
+    planted = [
+        {
+            "PK": {"S": "JOB#job-evil"},
+            "SK": {"S": "TASK#t999999"},
+            "GSI1PK": {"S": f"JOB#{JOB}#S#PENDING"},
+            "GSI1SK": {"S": "t999999"},
+            "body": {"S": encode_model(fake_task).decode()},
+        },
+        {
+            "PK": {"S": "JOB#job-evil"},
+            "SK": {"S": "FAKEJOB"},
+            "GSI2PK": {"S": "JOBS"},
+            "GSI2SK": {"S": f"{time.time():017.6f}#job-fake"},
+            "body": {"S": encode_model(fake_job).decode()},
+        },
+    ]
+    for item in planted:
+        store.client.put_item(TableName=store.table, Item=item)
+    listed = store.list_tasks(JOB, TaskStatus.PENDING)
+    assert [t.task_id for t in listed] == ["t000000", "t000001"]
+    assert [j.job_id for j in store.list_jobs()] == [JOB]

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from shardflow.errors import InvalidIdError
+from shardflow.errors import ConfigError, InvalidIdError
 from shardflow.objectstore.base import ObjectInfo
 from shardflow.objectstore.local import LocalObjectStore
 from shardflow.security.audit import (
     GENESIS_HASH,
+    audit_key,
     entry_key,
     read_entries,
     record,
@@ -253,3 +254,65 @@ def test_an_action_on_a_job_is_recorded_in_the_store_its_snapshot_names(
     # no snapshot at all (not made by submit): nothing is written, and a warning says so
     assert record_for_job(Job("j3", "n"), actor="cli:a@h", action="job.pause") is None
     assert "not in the audit log" in caplog.text
+
+
+def _rechain_from(store: LocalObjectStore, start: int) -> None:
+    """What someone who can write the store does: rewrite entry ``start`` and recompute
+    every SHA-256 and link after it, so an unkeyed chain verifies again."""
+    seqs = sorted(int(p.stem) for p in (store.root / "audit").glob("*.json"))
+    prev = json.loads(entry_path(store, start - 1).read_bytes())["hash"]
+    for seq in seqs[start:]:
+        body = json.loads(entry_path(store, seq).read_bytes())
+        if seq == start:
+            body["actor"] = "cli:someone-else@h"
+        body["prev_hash"] = prev
+        canonical = json.dumps(
+            {k: v for k, v in body.items() if k != "hash"},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        body["hash"] = prev = hashlib.sha256(canonical.encode()).hexdigest()
+        entry_path(store, seq).write_text(json.dumps(body), encoding="utf-8")
+
+
+def test_a_keyed_chain_catches_a_log_rewritten_and_rechained(
+    store: LocalObjectStore, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "audit.key"
+    key_file.write_text("k" * 64, encoding="utf-8")
+    key_file.chmod(0o600)
+    key = audit_key({"SHARDFLOW_AUDIT_KEY_FILE": str(key_file)})
+    assert key is not None
+    for i in range(5):
+        record(store, actor="cli:alice@h", action="job.pause", job_id=f"job-{i}", key=key)
+    assert verify(store, key=key).ok
+    _rechain_from(store, 2)
+    assert not verify(store, key=key).ok  # keyed: the rewrite is caught
+    assert verify(store, key=key).first_bad_seq == 2
+
+
+def test_an_unkeyed_chain_rechained_needs_a_noted_head(store: LocalObjectStore) -> None:
+    fill(store, 5)
+    head = verify(store).head
+    _rechain_from(store, 2)
+    assert verify(store).ok  # what an unkeyed chain cannot see by itself …
+    assert not verify(store, expect_head=head).ok  # … and a head noted elsewhere can
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        ("k" * 64, 0o644, "readable by others"),
+        ("short", 0o600, "at least 32"),
+    ],
+)
+def test_an_audit_key_file_must_be_private_and_long(
+    tmp_path: Path, content: str, mode: int, message: str
+) -> None:
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(content, encoding="utf-8")
+    key_file.chmod(mode)
+    with pytest.raises(ConfigError, match=message):
+        audit_key({"SHARDFLOW_AUDIT_KEY_FILE": str(key_file)})
+    assert audit_key({}) is None

@@ -2,9 +2,12 @@
 artefact the job leaves: it must appear nowhere.
 
 The canaries: the value of a secret environment variable (``SHARDFLOW_CANARY_TOKEN``),
-logged by the handler at INFO and WARNING; and the value of a record field listed under
-``secrets:``, in the message of an exception whose text holds the whole record. The
-input file holds the field canary, and it lives outside the workspace.
+logged by the handler at INFO and WARNING, and of ``SLACK_WEBHOOK_URL`` and
+``PD_ROUTING_KEY`` (the names the alert docs recommend); a token of each well-known
+format (``security/tokens.py``) in every failing item's error; and the value of a
+record field listed under ``secrets:``, in the message of an exception whose text holds
+the whole record. The input file holds the field canary, and it lives outside the
+workspace.
 """
 
 from __future__ import annotations
@@ -30,10 +33,36 @@ def process(record, ctx):
     token = os.environ["SHARDFLOW_CANARY_TOKEN"]
     ctx.logger.info("calling the API with key=%s", token)
     ctx.logger.warning("auth: %s", token)
+    hook, key = os.environ["SLACK_WEBHOOK_URL"], os.environ["PD_ROUTING_KEY"]
+    ctx.logger.warning("alerting %s / %s", hook, key)
     if record["id"] % 7 == 3:
-        raise ValueError(f"cannot enrich {record!r}")
+        # CANARY_FORMATS is not a secret name: only the token patterns can mask these
+        raise ValueError(f"cannot enrich {record!r}: refused {os.environ['CANARY_FORMATS']}")
     return {"id": record["id"], "marker": record["marker"]}
 """
+
+
+def forged_tokens(core: str) -> str:
+    """One token of each well-known format around ``core`` (hex, at least 40 chars)."""
+    return " ".join(
+        [
+            f"https://hooks.slack.com/services/T0/B0/{core}",
+            f"xoxb-{core}",
+            f"xapp-{core}",
+            f"ghp_{core}",
+            f"github_pat_{core}",
+            f"glpat-{core}",
+            f"sk_live_{core}",
+            f"rk_test_{core}",
+            f"whsec_{core}",
+            f"AIza{core[:35]}",
+            f"npm_{core[:36]}",
+            f"pypi-{core}",
+            f"SG.{core}.{core}",
+            f"eyJhbGciOiJIUzI1NiJ9.eyJ{core}.{core}",
+            f"password: {core}",
+        ]
+    )
 
 
 def _readable(path: Path) -> Iterator[str]:
@@ -86,6 +115,9 @@ ISOLATION_GAP = (
 def test_canary_secrets_appear_in_no_artefact_of_the_job(tmp_path: Path, isolation: bool) -> None:
     env_canary = "envcanary" + secrets.token_hex(12)
     field_canary = "fieldcanary" + secrets.token_hex(12)
+    token_core = secrets.token_hex(20)
+    webhook = "https://alerts.example.com/hook/" + secrets.token_hex(12)
+    routing_key = "routing" + secrets.token_hex(12)
     inputs, work = tmp_path / "input", tmp_path / "work"
     inputs.mkdir()
     work.mkdir()
@@ -111,7 +143,12 @@ secrets: [ssn]
     proc = shardflow(
         ["run", str(job), "--json", "--job-id", "canary"],
         work,
-        env={"SHARDFLOW_CANARY_TOKEN": env_canary},
+        env={
+            "SHARDFLOW_CANARY_TOKEN": env_canary,
+            "SLACK_WEBHOOK_URL": webhook,
+            "PD_ROUTING_KEY": routing_key,
+            "CANARY_FORMATS": forged_tokens(token_core),
+        },
         check=0,
     )
     summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
@@ -129,9 +166,13 @@ secrets: [ssn]
     ]
     assert sorted(int(r["key"]) for r in failures) == FAILING
     assert all("'ssn': '***'" in r["message"] for r in failures)
+    # … and each forged token masked where its secret part starts
+    assert all("ghp_***" in r["message"] and "sk_live_***" in r["message"] for r in failures)
 
     assert find(env_canary, work, streams) == []
     assert find(field_canary, work, streams) == []
+    for needle in (token_core, webhook, routing_key):
+        assert find(needle, work, streams) == [], needle
 
 
 def _all_failure_rows(root: Path) -> Iterator[str]:

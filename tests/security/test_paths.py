@@ -218,3 +218,75 @@ def test_job_and_task_id_options_are_usage_errors(bad: str) -> None:
         runner.invoke(cli, ["logs", "ok1", bad]).exit_code,
     ]
     assert codes == [2, 2, 2]
+
+
+def _saved_checkpoint(task_dir: Path, attempt: int = 1) -> None:
+    """A checkpoint with one saved chunk (ten items done, one forged row)."""
+    from shardflow.worker.checkpoint import Checkpoint
+
+    ckpt = Checkpoint(task_dir, attempt)
+    ckpt.save(
+        last_ordinal=9,
+        rows=[{"value": "forged"}],
+        keys=["k0"],
+        key_column="_key",
+        failures=[],
+        succeeded=10,
+        failed=0,
+        rejected=0,
+    )
+    ckpt.close()
+
+
+@pytest.mark.parametrize("planted", ["another-owner", "writable-by-others"])
+def test_a_task_folder_planted_in_shared_scratch_is_refused(tmp_path: Path, planted: str) -> None:
+    from shardflow.worker.checkpoint import Checkpoint
+
+    scratch = tmp_path / "scratch"
+    task_dir = scratch / "job1" / "t000001"
+    _saved_checkpoint(task_dir)  # what another user left where attempt 2 will look
+    if planted == "another-owner":
+        os.chown(task_dir, 65534, 65534)  # nobody (the tests run as root in CI)
+    else:
+        task_dir.chmod(0o777)
+    paths = LocalPaths(tmp_path / "ws", scratch)
+    with pytest.raises(InvalidIdError, match="not a folder of this user's alone"):
+        Checkpoint(paths.checkpoint_dir("job1", "t000001"), 2)
+
+
+def test_an_attempt_folder_of_another_owner_is_not_adopted(tmp_path: Path) -> None:
+    from shardflow.worker.checkpoint import Checkpoint
+
+    scratch = tmp_path / "scratch"
+    task_dir = scratch / "job1" / "t000001"
+    _saved_checkpoint(task_dir)
+    os.chown(task_dir / "a0001", 65534, 65534)
+    ckpt = Checkpoint(LocalPaths(tmp_path / "ws", scratch).checkpoint_dir("job1", "t000001"), 2)
+    assert ckpt.progress.last_ordinal == -1  # starts from the first item: nothing forged
+    assert ckpt.part_paths() == []
+    ckpt.close()
+
+
+def test_a_checkpoint_written_for_another_task_is_not_adopted(tmp_path: Path) -> None:
+    from shardflow.worker.checkpoint import Checkpoint
+
+    scratch = tmp_path / "scratch"
+    _saved_checkpoint(scratch / "job2" / "t000009")  # a real checkpoint of another task
+    (scratch / "job1" / "t000001").mkdir(parents=True)
+    os.rename(scratch / "job2" / "t000009" / "a0001", scratch / "job1" / "t000001" / "a0001")
+    ckpt = Checkpoint(LocalPaths(tmp_path / "ws", scratch).checkpoint_dir("job1", "t000001"), 2)
+    assert ckpt.progress.last_ordinal == -1  # starts from the first item
+    assert ckpt.part_paths() == []
+    ckpt.close()
+    # the task's own earlier attempt is adopted as before
+    _saved_checkpoint(scratch / "job1" / "t000003")
+    own = Checkpoint(LocalPaths(tmp_path / "ws", scratch).checkpoint_dir("job1", "t000003"), 2)
+    assert own.progress.last_ordinal == 9
+    own.close()
+
+
+def test_checkpoint_folders_are_created_private(tmp_path: Path) -> None:
+    task_dir = tmp_path / "scratch" / "job1" / "t000001"
+    _saved_checkpoint(task_dir)
+    for folder in (task_dir.parent, task_dir, task_dir / "a0001"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder

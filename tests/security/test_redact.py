@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from shardflow.security.redact import (
     RedactingFilter,
     Redactor,
     check_no_embedded_credentials,
+    is_secret_env_name,
     redact_config,
 )
+from shardflow.security.tokens import TOKEN_FORMATS, TokenFormat
 from shardflow.worker.handler import LoadedHandler
 from shardflow.worker.items import ItemRunner
 
@@ -40,6 +43,13 @@ SECRET = "s3cr3t-value-f00"
         ('{"headers": {"Authorization": "Basic dXNlcjpwYXNz"}}', None),
         ("GET /v1?q=x&token=abc123&page=2", "GET /v1?q=x&token=***&page=2"),
         ("login password=hunter2 user=bob", "login password=*** user=bob"),
+        ("login password: hunter2 user=bob", "login password: *** user=bob"),
+        # a colon after a secret's name is enough: a sentence loses its next word
+        (
+            "invalid password: it must have 12 characters",
+            "invalid password: *** must have 12 characters",
+        ),
+        ("config api_key: k-123", "config api_key: ***"),
         ('client_secret = "two words"', 'client_secret = "***"'),
         ('{"id": 1, "api_key": "k-123", "n": 2}', '{"id": 1, "api_key": "***", "n": 2}'),
         ("{'id': 1, 'Password': 'hunter2'}", "{'id': 1, 'Password': '***'}"),
@@ -60,7 +70,6 @@ def test_credential_patterns_are_masked(text: str, expected: str | None) -> None
     "text",
     [
         "granted tokens=5 to slot 3; token_count=2 max_tokens=9",
-        "invalid password: it must have 12 characters",
         "GET http://host:8080/path@v2 200",
         "task committed: 1234 rows, 3 items failed, 0 rejected",
         "lowercase akiaiosfodnn7example is not a key id",
@@ -249,3 +258,21 @@ def test_configs_without_credentials_pass() -> None:
             "slurm": {"setup": ['export GEO_API_TOKEN="$(cat ~/.geo)"', "export PATH=/x:$PATH"]},
         }
     )
+
+
+@pytest.mark.parametrize("fmt", TOKEN_FORMATS, ids=[f.name for f in TOKEN_FORMATS])
+def test_every_well_known_token_format_is_masked_keeping_its_prefix(fmt: TokenFormat) -> None:
+    match = re.search(fmt.pattern, fmt.example.lower())
+    assert match is not None, "the example must be an instance of the format"
+    secret = fmt.example[match.start("s") : match.end("s")]
+    prefix = fmt.example[: match.start("s")]
+    out = Redactor().redact(f"upstream refused {fmt.example} (HTTP 401)")
+    assert out == f"upstream refused {prefix}{MASK} (HTTP 401)"
+    assert secret not in out
+
+
+@pytest.mark.parametrize("name", ["SLACK_WEBHOOK_URL", "PD_ROUTING_KEY", "GPG_PRIVATE_KEY"])
+def test_the_alert_docs_secret_names_are_secret(name: str) -> None:
+    assert is_secret_env_name(name)
+    value = "https://alerts.example.com/" + "c0ffee" * 4
+    assert Redactor.from_environ({name: value}).redact(f"posting to {value}") == "posting to ***"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,28 @@ def test_alias_bomb_within_the_alias_count_is_refused(tmp_path: Path) -> None:
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
     (problem,) = problems_of(write(tmp_path, MINIMAL + "\n".join(lines) + "\n"))
     assert "expands to more than 10000 nodes" in problem.message
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "x: " + "[" * 5_000 + "]" * 5_000,  # flow lists: quadratic to parse in full
+        "x: " + "{a: " * 5_000 + "1" + "}" * 5_000,  # flow mappings
+        "x:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(300)),  # block mappings
+        "x:\n" + "- " * 5_000 + "1",  # block sequences
+    ],
+    ids=["flow-lists", "flow-mappings", "block-mappings", "block-lists"],
+)
+def test_deep_nesting_is_refused_in_under_a_second_with_its_line(
+    tmp_path: Path, nested: str
+) -> None:
+    path = write(tmp_path, MINIMAL + nested + "\n")
+    started = time.monotonic()
+    (problem,) = problems_of(path)
+    assert time.monotonic() - started < 1.0
+    assert "nested more than 64 deep" in problem.message
+    assert problem.line is not None
+    assert problem.line > MINIMAL.count("\n")
 
 
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ the watcher retries a failed delivery at its next pass.
 
 from __future__ import annotations
 
+import http.client
 import smtplib
 import ssl
 import urllib.error
@@ -47,16 +48,16 @@ class Channel(Protocol):
 def post_json(url: str, payload: dict[str, Any], *, timeout: float, headers: dict[str, str]) -> int:
     """POST ``payload`` as JSON; the HTTP status. DeliveryError for a non-2xx answer, a
     refused URL scheme or a network error (the URL is not repeated in the message)."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise DeliveryError(f"refusing a {scheme or 'relative'}: URL (use http or https)")
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url,
-        data=orjson.dumps(payload),
-        headers={"Content-Type": "application/json", "User-Agent": "shardflow", **headers},
-        method="POST",
-    )
     try:
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            raise DeliveryError(f"refusing a {scheme or 'relative'}: URL (use http or https)")
+        request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+            url,
+            data=orjson.dumps(payload),
+            headers={"Content-Type": "application/json", "User-Agent": "shardflow", **headers},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status = int(response.status)
     except urllib.error.HTTPError as exc:
@@ -64,6 +65,10 @@ def post_json(url: str, payload: dict[str, Any], *, timeout: float, headers: dic
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"cannot reach the receiver: {reason}") from None
+    except (http.client.InvalidURL, ValueError):  # their text repeats the URL
+        raise DeliveryError(
+            "the channel's URL is malformed (not shown: it holds a secret)"
+        ) from None
     if not 200 <= status < 300:
         raise DeliveryError(f"HTTP {status} from the receiver")
     return status

@@ -191,6 +191,15 @@ def _send(channel: Channel, notice: Notice, report: PassReport) -> bool:
         log.error("alert delivery failed: %s", message)
         report.failures.append(message)
         return False
+    except Exception as exc:  # one broken channel must not stop the others
+        # the text of an unexpected error may repeat the channel's URL or key: its type only
+        message = (
+            f"{channel.name}: {notice.kind} {notice.condition.key}: "
+            f"unexpected {type(exc).__name__} (details not shown: they may hold a secret)"
+        )
+        log.error("alert delivery failed: %s", message)
+        report.failures.append(message)
+        return False
     report.sent.append((notice.kind, notice.condition.key, channel.name))
     return True
 

@@ -84,18 +84,23 @@ def verify_command(storage_url: str | None, expect_head: str | None, as_json: bo
     Example:
       shardflow audit verify --storage s3://my-bucket/shardflow
     """
-    from shardflow.security.audit import entry_key, verify
+    from shardflow.security.audit import audit_key, entry_key, verify
 
     store = open_audit_store(storage_url)
     try:
-        result = verify(store, expect_head=expect_head)
+        hmac_key = audit_key()
+    except ShardflowError as exc:
+        fail(str(exc))
+    try:
+        result = verify(store, expect_head=expect_head, key=hmac_key)
     except ShardflowError as exc:
         fail(str(exc), code=1)
     if as_json:
         fields = ("ok", "entries", "first_bad_seq", "reason", "head")
         click.echo(json.dumps({name: getattr(result, name) for name in fields}))
     elif result.ok:
-        click.echo(f"audit log intact: {result.entries} entries, head {result.head}")
+        keyed = "keyed (HMAC), " if hmac_key is not None else ""
+        click.echo(f"audit log intact: {keyed}{result.entries} entries, head {result.head}")
     else:
         click.echo(f"audit log TAMPERED: {result.reason}")
         click.echo(f"{result.entries} entries verified before it, up to head {result.head}")

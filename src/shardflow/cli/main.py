@@ -8,6 +8,7 @@ never import pyarrow, boto3 or pydantic.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 
@@ -109,6 +110,9 @@ def cli(debug: bool) -> None:
     DEBUG[0] = debug
 
 
+PRIVATE_UMASK = 0o077
+"""Files shardflow's processes create are 0600 and folders 0700 (docs/security.md)."""
+
 DEBUG = [False]
 """Whether ``--debug`` was given: errors then show their traceback."""
 
@@ -116,6 +120,7 @@ DEBUG = [False]
 def main() -> None:
     """The console script: click's standalone handling, except that Ctrl-C exits 130 (click
     itself turns it into "Aborted!" and 1, which here means "the job failed")."""
+    os.umask(PRIVATE_UMASK)  # the workspace, state, logs and results are the user's alone
     try:
         code = cli.main(prog_name="shardflow", standalone_mode=False)
     except click.exceptions.Abort as exc:

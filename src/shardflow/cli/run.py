@@ -63,9 +63,12 @@ def _submit(loaded: Any, svc: Any, job_id: str | None, *, start: bool, chain: bo
             return  # resumed: the rounds keep the slots
         handles = start_group(svc, job, 1, slot_count(loaded.config, tasks or 1 << 30))
         if chain:
-            from shardflow.coordinator.chain import submit_next
+            from shardflow.coordinator.chain import config_pin, submit_next
+            from shardflow.coordinator.submit import job_snapshot
 
-            submit_next(svc, job.job_id, handles)
+            # pinned to what this command submitted, not to what the store says now
+            pin = config_pin(job_snapshot(loaded, svc.workspace))
+            submit_next(svc, job.job_id, handles, pin)
 
     try:
         return submit_job(

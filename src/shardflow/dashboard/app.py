@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from shardflow.dashboard.tasks import (
 )
 from shardflow.dashboard.views import JOB_SORTS, ItemFailureCache, job_page, jobs_rows
 from shardflow.dashboard.web import (
+    host_allowed,
     number,
     page_size,
     qs,
@@ -84,10 +85,14 @@ def create_app(
     open_store: Callable[[Job], ObjectStore | None] | None = None,
     sessions: Sessions | None = None,
     scan_wait: float = 0.25,
+    allowed_hosts: Collection[str] | None = None,
 ) -> FastAPI:
     """The dashboard over ``state``. ``services`` builds the ports retry and cancel need
     (default: from the job's config snapshot); ``open_store`` gives a job's object store
-    or None (default: from its snapshot, cached). The caller owns ``state``."""
+    or None (default: from its snapshot, cached). With ``allowed_hosts`` (what
+    ``shardflow dashboard`` passes) a request whose Host header is neither an IP address,
+    ``localhost`` nor one of these names is refused: a DNS-rebinding page reaches the
+    server under its own name. The caller owns ``state``."""
     sessions = sessions or Sessions()
     scans = ScanCache(state, clock=clock, wait=scan_wait)
     opener: Callable[[Job], ObjectStore | None] = open_store or StoreOpener()
@@ -143,6 +148,10 @@ def create_app(
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
+        if allowed_hosts is not None and not host_allowed(
+            request.headers.get("host", ""), allowed_hosts
+        ):
+            return PlainTextResponse("unexpected Host header\n", status_code=400)
         response: Response = await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -201,6 +210,7 @@ def create_app(
         form = await read_form(request)
         if not same_origin(request) or not sessions.check_csrf(who, form.get("csrf")):
             return PlainTextResponse("missing or wrong CSRF token\n", status_code=403)
+        sessions.revoke(who, clock())
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -150,6 +150,16 @@ class Sessions:
     def __init__(self, secret: bytes | None = None, *, ttl: float = SESSION_TTL) -> None:
         self._secret = secret or secrets.token_bytes(32)
         self._ttl = ttl
+        self._revoked: dict[str, float] = {}  # nonce → when its cookie would expire
+
+    def revoke(self, identity: Identity, now: float | None = None) -> None:
+        """End a cookie session for good (sign-out): its cookie, even kept or copied,
+        is refused from now on. Bearer identities have no session to end."""
+        if identity.nonce is None:
+            return
+        now = now if now is not None else time.time()
+        self._revoked = {n: t for n, t in self._revoked.items() if t >= now}
+        self._revoked[identity.nonce] = now + self._ttl
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
@@ -172,6 +182,8 @@ class Sessions:
             return None
         name, role, nonce, expires = parts
         if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
+            return None
+        if nonce in self._revoked:
             return None
         return Identity(name, role, nonce)
 

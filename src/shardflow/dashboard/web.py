@@ -3,8 +3,10 @@ same-origin check and form parsing (without python-multipart)."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import urllib.parse
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,20 @@ async def read_form(request: Request) -> dict[str, str]:
             return {}
     fields = urllib.parse.parse_qs(body.decode("utf-8", errors="replace"))
     return {k: v[0] for k, v in fields.items() if v}
+
+
+def host_allowed(header: str, names: Collection[str]) -> bool:
+    """Whether a Host header names this server: an IP address literal (DNS rebinding
+    needs a name), ``localhost``, or one of ``names`` (compared without case or port)."""
+    host = header.strip().lower()
+    if host.startswith("["):  # [IPv6]:port
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or host in {n.lower() for n in names}
+    return True

@@ -14,11 +14,14 @@ from shardflow.layout import LocalPaths
 
 
 class LocalExecutor:
-    """Starts slots as processes of this machine; handles are ``local:<pid>``.
+    """Starts slots as processes of this machine; handles are ``local:<pid>:<start>``,
+    ``start`` being the process's start time in clock ticks since boot (``/proc``).
 
     Slot output goes to ``{workspace}/logs/{job}/slot-{group}-{n}.log``. Processes are
     tracked by this object; a handle from another process (a later ``shardflow``
-    command) is polled through ``/proc``-free ``os.kill(pid, 0)``.
+    command) is polled, and cancelled, only while ``/proc/<pid>`` is the same process,
+    started at the recorded time (a handle without one: running ``shardflow.worker``). A
+    pid reused by an unrelated process is never signalled.
     """
 
     name = "local"
@@ -43,7 +46,8 @@ class LocalExecutor:
                     stdin=subprocess.DEVNULL,
                     env=env,
                 )
-            handle = f"local:{proc.pid}"
+            started = _start_time(proc.pid)
+            handle = f"local:{proc.pid}" + (f":{started}" if started is not None else "")
             self._procs[handle] = proc
             handles.append(handle)
         return handles
@@ -76,8 +80,9 @@ class LocalExecutor:
     def cancel(self, handles: Sequence[str]) -> None:
         for handle in handles:
             pid = _pid(handle)
-            if pid is None:
-                continue
+            proc = self._procs.get(handle)
+            if pid is None or (proc.poll() is not None if proc else not _alive(handle)):
+                continue  # gone, or the pid now belongs to another process
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -92,11 +97,28 @@ class LocalExecutor:
                 proc.wait()
 
 
-def _pid(handle: str) -> int | None:
-    prefix, _, value = handle.partition(":")
-    if prefix != "local" or not value.isdigit():
+def _parts(handle: str) -> tuple[int, int | None] | None:
+    """``(pid, start time)`` of a ``local:<pid>[:<start>]`` handle; None if malformed."""
+    prefix, _, rest = handle.partition(":")
+    pid, _, start = rest.partition(":")
+    if prefix != "local" or not pid.isdigit() or not (start == "" or start.isdigit()):
         return None
-    return int(value)
+    return int(pid), int(start) if start else None
+
+
+def _pid(handle: str) -> int | None:
+    parts = _parts(handle)
+    return parts[0] if parts else None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field
+    22), or None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])  # fields after the command: state is field 3, start 22
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _stopped(handle: str) -> bool:
@@ -109,10 +131,12 @@ def _stopped(handle: str) -> bool:
 
 
 def _alive(handle: str) -> bool:
-    """Is the slot process still running? (A zombie, or a reused pid, is not our slot.)"""
-    pid = _pid(handle)
-    if pid is None:
+    """Is the slot process still running? (A zombie, or a reused pid, is not our slot:
+    the process must have the start time the handle recorded.)"""
+    parts = _parts(handle)
+    if parts is None:
         return False
+    pid, started = parts
     proc = Path(f"/proc/{pid}")
     if proc.exists():
         try:
@@ -120,7 +144,13 @@ def _alive(handle: str) -> bool:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             return False
-        return state not in ("Z", "X") and b"shardflow.worker" in cmdline
+        if state in ("Z", "X"):
+            return False
+        if started is not None:  # a pid and its start time name one process for good
+            return _start_time(pid) == started
+        # an old handle without a start time: the worker's command line at least (empty
+        # for an instant while a process starts, so a new handle always has the time)
+        return b"shardflow.worker" in cmdline
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):

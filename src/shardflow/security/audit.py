@@ -16,14 +16,18 @@ UTC ISO-8601; ``hash`` is the SHA-256 (hex) of the canonical JSON of the entry w
 moved or out of order. What a hash chain cannot show by itself: entries cut from the
 end, or a whole chain rewritten by someone who can write the store. For those, note the
 head hash that ``shardflow audit verify`` prints somewhere else and pass it back with
-``--head``; on S3, bucket versioning (or Object Lock) keeps what was overwritten.
+``--head``; on S3, bucket versioning (or Object Lock) keeps what was overwritten. With
+``SHARDFLOW_AUDIT_KEY_FILE`` set (every writer and the verifier), the chain is keyed:
+each ``hash`` is an HMAC-SHA256, so a whole chain cannot be rewritten without the key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -32,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shardflow.errors import StoreError
+from shardflow.errors import ConfigError, StoreError
 from shardflow.layout import validate_id
 from shardflow.security.redact import Redactor
 
@@ -46,6 +50,7 @@ DEFAULT_STORAGE = ".shardflow/store"
 FIELDS = ("seq", "at", "actor", "action", "job_id", "detail", "prev_hash", "hash")
 _KEY = re.compile(r"audit/(\d{12})\.json")
 _MAX_TRIES = 1000
+KEY_FILE_ENV = "SHARDFLOW_AUDIT_KEY_FILE"
 
 log = logging.getLogger("shardflow.audit")
 
@@ -54,6 +59,7 @@ __all__ = [
     "GENESIS_HASH",
     "AuditEntry",
     "VerifyResult",
+    "audit_key",
     "canonical_json",
     "entry_hash",
     "entry_key",
@@ -81,11 +87,41 @@ def canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-def entry_hash(body: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``body`` without its ``hash`` field."""
-    return hashlib.sha256(
-        canonical_json({k: v for k, v in body.items() if k != "hash"})
-    ).hexdigest()
+def entry_hash(body: Mapping[str, Any], key: bytes | None = None) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``body`` without its ``hash`` field; with
+    ``key``, HMAC-SHA256 under it (a keyed chain: see :func:`audit_key`)."""
+    data = canonical_json({k: v for k, v in body.items() if k != "hash"})
+    if key is not None:
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def audit_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key of a keyed chain, from the file ``SHARDFLOW_AUDIT_KEY_FILE`` names (kept
+    outside the workspace and the store, readable by its owner only), or None.
+
+    Keyed, every entry's ``hash`` is an HMAC: someone who can write the store but does not
+    hold the key can no longer rewrite an entry and re-chain the ones after it. Raises
+    ConfigError for a key file that is missing, shorter than 32 bytes, or readable by
+    others."""
+    env = os.environ if environ is None else environ
+    name = env.get(KEY_FILE_ENV)
+    if not name:
+        return None
+    path = Path(name)
+    try:
+        mode = path.stat().st_mode
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{KEY_FILE_ENV}: cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(f"{KEY_FILE_ENV}: {path} is readable by others; run chmod 600 {path}")
+    if len(key) < 32:
+        raise ConfigError(
+            f"{KEY_FILE_ENV}: {path} holds {len(key)} bytes; use at least 32, e.g. "
+            f"`openssl rand -hex 32 > {path}`"
+        )
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +200,9 @@ def record(
     detail: Mapping[str, Any] | None = None,
     at: float | None = None,
     redactor: Redactor | None = None,
+    key: bytes | None = None,
 ) -> AuditEntry:
-    """Append one entry and return it.
+    """Append one entry and return it; keyed with ``key``, else :func:`audit_key`.
 
     ``detail`` must be JSON-like (other values are written as ``str()``); its strings
     are redacted. Raises InvalidIdError for a malformed ``job_id``, and StoreError when
@@ -180,11 +217,12 @@ def record(
         "job_id": job_id,
         "detail": _plain(detail, redactor or Redactor.from_environ()),
     }
+    key = key if key is not None else audit_key()
     seq = _next_seq(store)
     prev = _hash_of(store, seq - 1) if seq else GENESIS_HASH
     for _ in range(_MAX_TRIES):
         entry = {**body, "seq": seq, "prev_hash": prev}
-        entry["hash"] = entry_hash(entry)
+        entry["hash"] = entry_hash(entry, key)
         put = store.put_bytes(entry_key(seq), canonical_json(entry) + b"\n", create_only=True)
         if put.created:
             return AuditEntry.from_dict(entry)
@@ -295,10 +333,13 @@ class VerifyResult:
     head: str = GENESIS_HASH
 
 
-def verify(store: ObjectStore, *, expect_head: str | None = None) -> VerifyResult:
+def verify(
+    store: ObjectStore, *, expect_head: str | None = None, key: bytes | None = None
+) -> VerifyResult:
     """Check the whole chain; see the module docstring. ``expect_head``: a head hash
     noted earlier, which must still be in the log (so entries cut from the end, or a
-    rewritten log, are caught). Store errors propagate."""
+    rewritten log, are caught). ``key``: the chain's HMAC key, for a keyed log (every
+    entry must then carry an HMAC under it). Store errors propagate."""
     hashes: list[str] = []  # hashes[n] is entry n's, once verified
     strays: list[str] = []
     for info in store.list(AUDIT_PREFIX):
@@ -312,7 +353,7 @@ def verify(store: ObjectStore, *, expect_head: str | None = None) -> VerifyResul
             return VerifyResult(
                 False, count, count, f"entry {count} is missing (the next is {seq})", head
             )
-        body, reason = _check_entry(store.get_bytes(info.key), seq, head)
+        body, reason = _check_entry(store.get_bytes(info.key), seq, head, key)
         if body is None:
             return VerifyResult(False, count, seq, reason, head)
         if reason is not None:
@@ -333,7 +374,9 @@ def verify(store: ObjectStore, *, expect_head: str | None = None) -> VerifyResul
     return VerifyResult(True, len(hashes), None, None, head)
 
 
-def _check_entry(raw: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None, str | None]:
+def _check_entry(
+    raw: bytes, seq: int, prev: str, key: bytes | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
     """(the entry, None) when entry ``seq`` is intact and chained to ``prev``;
     (None, why) when it is damaged; (the entry, why) when it is intact but chained to
     another hash (so the entry before it is the first one not to trust)."""
@@ -343,8 +386,11 @@ def _check_entry(raw: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None
         return None, f"entry {seq} does not parse as an audit entry: {exc}"
     if body["seq"] != seq:
         return None, f"entry stored as {seq} says it is entry {body['seq']}: moved or reordered"
-    if entry_hash(body) != body["hash"]:
-        return None, f"entry {seq} was changed after it was written (its hash does not match)"
+    if not hmac.compare_digest(entry_hash(body, key), str(body["hash"])):
+        keyed = " under the audit key" if key is not None else ""
+        return None, (
+            f"entry {seq} was changed after it was written (its hash does not match{keyed})"
+        )
     if body["prev_hash"] != prev:
         if seq == 0:
             return None, "entry 0 does not start the chain (its prev_hash is not zeros)"

@@ -3,14 +3,17 @@
 A :class:`Redactor` replaces with ``***``:
 
 1. the values of this process's secret environment variables: names containing
-   ``SECRET``, ``TOKEN``, ``PASSWORD``, ``PASSWD``, ``CREDENTIAL`` or ``API_KEY``
+   ``SECRET``, ``TOKEN``, ``PASSWORD``, ``PASSWD``, ``CREDENTIAL``, ``API_KEY``,
+   ``PRIVATE_KEY``, ``WEBHOOK`` or ``ROUTING_KEY`` (``SLACK_WEBHOOK_URL``, ``PD_ROUTING_KEY``)
    (``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN`` among them), values of at least
    :data:`MIN_SECRET_LENGTH` characters, read when the redactor is built;
 2. patterns: AWS access key ids (``AKIA…``/``ASIA…``, the prefix is kept),
    ``aws_secret_access_key = …``, ``Authorization: Bearer …`` (and ``X-Api-Key``),
    ``password=…``/``token=…``/``secret=…``/``api_key=…`` pairs in text and quoted keys in
    JSON or Python reprs (``"password": "…"``), URLs with a password
-   (``scheme://user:***@host``) and PEM private keys;
+   (``scheme://user:***@host``), PEM private keys, and the well-known token formats of
+   :data:`TOKEN_FORMATS` (Slack, GitHub, GitLab, Stripe, Google, npm, PyPI, SendGrid,
+   JWTs), their prefix kept; ``password: …`` and ``api_key: …`` with a colon too;
 3. with :meth:`Redactor.for_record`, the values of the record fields named in the job's
    ``secrets:`` list (at least :data:`MIN_FIELD_VALUE_LENGTH` characters).
 
@@ -37,14 +40,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shardflow.errors import ConfigError, ConfigProblem, UsageError
+from shardflow.security.tokens import TOKEN_FORMATS, token_branches
 
 MASK = "***"
 MIN_SECRET_LENGTH = 6
 MIN_FIELD_VALUE_LENGTH = 4
-SECRET_ENV_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY")
+SECRET_ENV_WORDS = (
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "API_KEY",
+    "PRIVATE_KEY",
+    "WEBHOOK",  # SLACK_WEBHOOK_URL: the URL is the credential
+    "ROUTING_KEY",  # PD_ROUTING_KEY (PagerDuty Events API)
+)
 
 __all__ = [
     "MASK",
+    "TOKEN_FORMATS",
     "EmbeddedCredentialsError",
     "RedactingFilter",
     "Redactor",
@@ -62,9 +77,9 @@ _KEYS = (
 _QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
 
 
-def _pair(group: str) -> str:
-    """``=`` then the value (quoted, or up to a separator) as ``group``."""
-    return rf"\s*=\s*(?P<{group}>{_QUOTED}|[^\s\"'&,;)}}\]]+)"
+def _pair(group: str, separators: str = "=") -> str:
+    """One of ``separators`` then the value (quoted, or up to a separator) as ``group``."""
+    return rf"\s*[{separators}]\s*(?P<{group}>{_QUOTED}|[^\s\"'&,;)}}\]]+)"
 
 
 def _header(group: str) -> str:
@@ -104,15 +119,17 @@ _PATTERN = re.compile(
     + _quoted_key('"', "q1")
     + "|"
     + _quoted_key("'", "q2")
-    # password=…, token = "…": in free text and in URLs' query strings
+    # well-known token formats (TOKEN_FORMATS)
+    + token_branches()
+    # password=…, password: …, token = "…": in free text and in URLs' query strings
     + r"|p(?:assw(?:or)?d|assphrase|wd|rivate[_-]?key)"
-    + _pair("k1")
+    + _pair("k1", "=:")
     + r"|secret(?:[_-]?key)?"
     + _pair("k2")
     + r"|token"
     + _pair("k3")
     + r"|a(?:pi[_-]?key|pikey|ccess[_-]?key|uth[_-]?key)"
-    + _pair("k4")
+    + _pair("k4", "=:")
     + r"|credentials?"
     + _pair("k5")
 )

@@ -21,6 +21,7 @@ it reads the task again and writes fenced.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -64,6 +65,8 @@ from shardflow.statestore.dynamodb_schema import (
     status_pk,
     task_sk,
 )
+
+log = logging.getLogger("shardflow.state")
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -168,9 +171,13 @@ class DynamoDbStateStore:
             "ScanIndexForward": False,
             "PaginationConfig": {"MaxItems": limit, "PageSize": min(limit, 100)},
         }
-        return [
-            decode_model(Job, item["body"]["S"]) for item in self._ops.query("list jobs", **params)
-        ]
+        jobs = (
+            (item, decode_model(Job, item["body"]["S"]))
+            for item in self._ops.query("list jobs", **params)
+        )
+        # an index entry is only as good as the item's own keys: a writer of one job's
+        # partition could copy the index attributes into an item of its own
+        return [job for item, job in jobs if _keyed(item, job_pk(job.job_id), "JOB")]
 
     def delete_job(self, job_id: str) -> None:
         """Delete every item of the job's partition and the token buckets it registered."""
@@ -288,7 +295,15 @@ class DynamoDbStateStore:
                 ExpressionAttributeValues=values,
                 **paging,
             )
-        return [decode_model(Task, item["body"]["S"]) for item in items]
+        tasks = ((item, decode_model(Task, item["body"]["S"])) for item in items)
+        pk = job_pk(job_id)
+        return [
+            task
+            for item, task in tasks
+            if task.job_id == job_id
+            and (status is None or task.status is status)
+            and _keyed(item, pk, task_sk(task.task_id))
+        ]
 
     # -- counters ------------------------------------------------------------------------
 
@@ -405,3 +420,18 @@ def open_dynamodb_state(
         parsed.options, endpoint_url=endpoint_url, region=region, kms_key_id=kms_key_id
     )
     return DynamoDbStateStore(table, settings=settings)
+
+
+def _keyed(item: Item, pk: str, sk: str) -> bool:
+    """Whether an item read through an index has the table keys its body claims;
+    one that does not is logged and left out of the listing."""
+    if item.get("PK", {}).get("S") == pk and item.get("SK", {}).get("S") == sk:
+        return True
+    log.warning(
+        "ignoring an index entry whose keys (%s, %s) do not match its body (%s, %s)",
+        item.get("PK", {}).get("S"),
+        item.get("SK", {}).get("S"),
+        pk,
+        sk,
+    )
+    return False

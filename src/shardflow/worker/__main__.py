@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> SlotOptions:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    os.umask(0o077)  # checkpoints, results and logs private, as the CLI's (cli/main.py)
 
     def request_stop(signum: int, frame: object) -> None:
         options.stop.set()

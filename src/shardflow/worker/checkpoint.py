@@ -17,9 +17,11 @@ its result from the rows in memory and never creates a folder, a db or a part.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,35 @@ CREATE TABLE IF NOT EXISTS chunks (
     rows INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL,
     rejected INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS failures (seq INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (job TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL);
 """
+
+
+def check_private_folder(path: Path) -> None:
+    """Refuse a scratch folder that another user could have made or can write into:
+    a symlink, not a folder, not owned by this user, or writable by group or others.
+    Scratch may be shared (``/tmp``); a folder planted there with the name a checkpoint
+    goes by must not be adopted."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidIdError(f"refusing checkpoint folder {path}: it is a symlink")
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise InvalidIdError(
+            f"refusing checkpoint folder {path}: not a folder of this user's alone "
+            f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+        )
+
+
+def make_private_folder(path: Path) -> None:
+    """Create ``path`` and its missing parents 0700, then check it is ours alone."""
+    if not path.parent.exists():
+        make_private_folder(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    check_private_folder(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,28 +105,46 @@ class Checkpoint:
         # first checkpoint is due (the common case) never touches scratch
         self._db: sqlite3.Connection | None = None
         self.progress = Progress()
+        self.attempt = attempt
         if not task_dir.is_dir():
+            self._check_folders()  # a link or a foreign file there is refused now
             return  # no attempt of this task saved anything here
-        self._check_links()
+        self._check_folders()
         if not self.dir.exists():
-            self.dir.mkdir()
+            make_private_folder(self.dir)
             self._adopt_previous(attempt)
         if (self.dir / "checkpoint.db").exists():
-            self.progress = self._load_progress(self._connect())
+            db = self._connect()
+            if not self._is_ours(db, 1, attempt):  # its own, or one it adopted
+                raise InvalidIdError(f"refusing checkpoint {self.dir}: written for another task")
+            self.progress = self._load_progress(db)
 
-    def _check_links(self) -> None:
-        if self.dir.is_symlink() or self.task_dir.is_symlink():
-            # scratch may be shared: never follow a link planted where a checkpoint goes
-            raise InvalidIdError(f"refusing checkpoint folder {self.dir}: it is a symlink")
+    def _check_folders(self) -> None:
+        # scratch may be shared: never follow a link, nor use a folder another user made
+        for folder in (self.task_dir.parent, self.task_dir, self.dir):
+            check_private_folder(folder)
+
+    def _is_ours(self, db: sqlite3.Connection, low: int, high: int) -> bool:
+        """Whether ``db`` was written for this job and task by an attempt in [low, high]."""
+        row = db.execute("SELECT job, task, attempt FROM meta").fetchone()
+        job, task = self.task_dir.parent.name, self.task_dir.name
+        return row is not None and row[:2] == (job, task) and low <= int(row[2]) <= high
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            self._check_links()
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self._check_folders()
+            make_private_folder(self.dir)
             db = sqlite3.connect(self.dir / "checkpoint.db", isolation_level=None)
             db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # one fsynced transaction
+            fresh = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            db.execute("BEGIN IMMEDIATE")  # one fsynced transaction
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            if fresh:
+                meta = (self.task_dir.parent.name, self.task_dir.name, self.attempt)
+                db.execute("INSERT INTO meta VALUES (?, ?, ?)", meta)
+            db.execute("COMMIT")
             self._db = db
         return self._db
 
@@ -110,7 +158,11 @@ class Checkpoint:
             if not db_path.exists():
                 continue
             try:
+                check_private_folder(prev)
                 src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+                if not self._is_ours(src, 1, attempt - 1):
+                    src.close()
+                    continue  # written for another job or task: never adopted
                 dst = sqlite3.connect(self.dir / "checkpoint.db")
                 with dst:
                     src.backup(dst)
@@ -122,7 +174,7 @@ class Checkpoint:
                 for part in parts:
                     os.link(prev / part, self.dir / part)
                 return
-            except (sqlite3.DatabaseError, OSError):
+            except (sqlite3.DatabaseError, OSError, InvalidIdError):
                 # an unreadable earlier checkpoint is skipped: the task restarts from an
                 # older one, or from the start, which is slower but still correct
                 for leftover in self.dir.iterdir():
