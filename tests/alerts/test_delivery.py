@@ -97,7 +97,11 @@ def one_pass(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Pass:
-    cfg = make_config(smtp_server, http_receiver, monkeypatch)
+    return passes(state, make_config(smtp_server, http_receiver, monkeypatch), tmp_path)
+
+
+def passes(state: MemoryStateStore, cfg: AlertsConfig, tmp_path: Path) -> Pass:
+    """One alert pass at a given time over ``cfg``'s channels, on a healthy host."""
     channels = build_channels(cfg.channels)
 
     def run(now: float) -> PassReport:
@@ -280,19 +284,7 @@ def test_a_malformed_channel_url_fails_only_that_channel_and_is_not_printed(
             ],
         }
     )
-    channels = build_channels(cfg.channels)
-
-    def one_pass(now: float) -> PassReport:
-        return run_pass(
-            state,
-            cfg,
-            channels,
-            tmp_path / "alerts.json",
-            now=now,
-            workspace=tmp_path,
-            probe=healthy,
-        )
-
+    one_pass = passes(state, cfg, tmp_path)
     one_pass(T0)
     with caplog.at_level(logging.ERROR):
         report = one_pass(T0 + 11 * MIN)
