@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -85,18 +86,22 @@ def _pool_part(src: str, start: int, end: int) -> Any:
 
 
 def pool(src: Path, dest: Path, tasks: int, workers: int, compression: Any) -> int:
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        futures = [ex.submit(_pool_part, str(src), a, b) for a, b in byte_ranges(src, tasks)]
+        return _combine((fut.result() for fut in futures), dest, compression)
+
+
+def _combine(tables: Iterable[Any], dest: Path, compression: Any) -> int:
+    """Write ``tables`` one after another into one Parquet file; the rows written."""
     import pyarrow.parquet as pq
 
     total = 0
     writer: Any = None
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        futures = [ex.submit(_pool_part, str(src), a, b) for a, b in byte_ranges(src, tasks)]
-        for fut in futures:
-            table = fut.result()
-            if writer is None:
-                writer = pq.ParquetWriter(dest, table.schema, compression=compression)
-            writer.write_table(table)
-            total += table.num_rows
+    for table in tables:
+        if writer is None:
+            writer = pq.ParquetWriter(dest, table.schema, compression=compression)
+        writer.write_table(table)
+        total += table.num_rows
     if writer is not None:
         writer.close()
     return total
@@ -114,8 +119,6 @@ def pool_files(src: Path, dest: Path, tasks: int, workers: int, compression: Any
 
     import pyarrow.parquet as pq
 
-    total = 0
-    writer: Any = None
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         with ProcessPoolExecutor(max_workers=workers) as ex:
             futures = [
@@ -123,15 +126,8 @@ def pool_files(src: Path, dest: Path, tasks: int, workers: int, compression: Any
                 for n, (a, b) in enumerate(byte_ranges(src, tasks))
             ]
             paths = [fut.result() for fut in futures]
-        for path in paths:  # the naive combine: every file read and written again
-            table = pq.read_table(path)
-            if writer is None:
-                writer = pq.ParquetWriter(dest, table.schema, compression=compression)
-            writer.write_table(table)
-            total += table.num_rows
-    if writer is not None:
-        writer.close()
-    return total
+        # the naive combine: every file read and written again
+        return _combine((pq.read_table(path) for path in paths), dest, compression)
 
 
 def _identity(x: int) -> int:

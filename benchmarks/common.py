@@ -63,6 +63,29 @@ class Measured:
     def cpu_s(self) -> float:
         return self.user_s + self.sys_s
 
+    @classmethod
+    def of(
+        cls,
+        wall: float,
+        usage: Any,
+        sampler: TreeSampler,
+        returncode: int,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> Measured:
+        """A run from its wall time, ``os.wait4``'s rusage and the tree sampler."""
+        return cls(
+            wall_s=wall,
+            user_s=usage.ru_utime,
+            sys_s=usage.ru_stime,
+            max_rss_kb=int(usage.ru_maxrss),
+            tree_rss_kb=sampler.peak_kb,
+            seen_cpu_s=sum(sampler.cpu.values()),
+            returncode=returncode,
+            stdout=stdout,
+            stderr=stderr,
+        )
+
     def check(self, what: str) -> Measured:
         """Self, if the command exited 0; else RuntimeError with the tail of its output."""
         if self.returncode != 0:
@@ -163,16 +186,13 @@ def run_measured(
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measured(
-            wall_s=wall,
-            user_s=usage.ru_utime,
-            sys_s=usage.ru_stime,
-            max_rss_kb=int(usage.ru_maxrss),
-            tree_rss_kb=sampler.peak_kb,
-            seen_cpu_s=sum(sampler.cpu.values()),
-            returncode=proc.returncode,
-            stdout=out.read().decode(errors="replace"),
-            stderr=err.read().decode(errors="replace"),
+        return Measured.of(
+            wall,
+            usage,
+            sampler,
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
         )
 
 

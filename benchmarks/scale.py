@@ -124,15 +124,7 @@ def run_shardflow(folder: Path, *, poll_status: bool) -> SfRun:
     coordinator_cpu = sampler.cpu.get(proc.pid, 0.0)
     total_cpu = usage.ru_utime + usage.ru_stime
     times = _times(folder)
-    measured = Measured(
-        wall_s=wall,
-        user_s=usage.ru_utime,
-        sys_s=usage.ru_stime,
-        max_rss_kb=int(usage.ru_maxrss),
-        tree_rss_kb=sampler.peak_kb,
-        seen_cpu_s=sum(sampler.cpu.values()),
-        returncode=0,
-    )
+    measured = Measured.of(wall, usage, sampler, 0)
     return SfRun(
         measured=measured,
         first_lease_s=times["first_lease"] - times["submitted"],
